@@ -1,0 +1,1 @@
+"""Bundled experiment configs (installed as ``ppvae.experiments``); run one with ``ppvae run NAME``."""

@@ -1,0 +1,96 @@
+"""Run folders: where a run's config, metrics, checkpoint, figures and report live.
+
+Every file is written atomically (a temporary file in the same folder, then a rename),
+so a crash mid-write leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ppvae.errors import CheckpointError
+
+CONFIG = "config.json"
+EPOCHS = "metrics.jsonl"
+METRICS = "metrics.json"
+CHECKPOINT = "checkpoint.pt"
+REPORT = "report.md"
+
+
+def new_run_dir(parent: Path | str, name: str) -> Path:
+    """A fresh folder ``parent/name-YYYYmmdd-HHMMSS[-n]``."""
+    parent = Path(parent)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        path = parent / (f"{name}-{stamp}" + (f"-{n}" if n else ""))
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"Could not create a new run folder under {parent}.")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one line; the whole file is rewritten atomically so it is never half-written."""
+    path = Path(path)
+    old = path.read_bytes() if path.exists() else b""
+    write_bytes_atomic(path, old + (json.dumps(record, default=str) + "\n").encode())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    path = Path(path)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint, turning a missing or damaged file into a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"No checkpoint at {path}. Was the run started with 'ppvae run'?")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated zip, unpickling error, wrong format: all mean the file is unusable
+        raise CheckpointError(
+            f"The checkpoint {path} is damaged or not a ppvae checkpoint ({type(e).__name__}: {e}). "
+            "Restore it from a backup or start the run again."
+        ) from None
+    if not isinstance(state, dict) or "trainer" not in state:
+        raise CheckpointError(f"{path} is not a ppvae checkpoint (no trainer state).")
+    return state
