@@ -38,8 +38,7 @@ def prepare(cfg: Config) -> tuple[Dataset, Trainer]:
     data = load_dataset(cfg.data).to(device)
     model, guide = build_pair(cfg, data)
     trainer = Trainer(model, guide, make_estimator(cfg.estimator), cfg.train, device)
-    n = min(cfg.train.batch_size, data.train_x.shape[0])
-    trainer.setup(data.train_x[:n], None if data.train_y is None else data.train_y[:n])
+    trainer.setup(*next(data.batches(cfg.train.batch_size, shuffle=False)))  # binarized as in training
     seed_everything(cfg.train.seed)
     return data, trainer
 

@@ -41,9 +41,16 @@ class LogWeights(NamedTuple):
 
 
 def max_plate_nesting(model: Callable, guide: Callable, *args) -> int:
-    """How many plate dimensions the pair uses (Pyro's rightmost-dims convention)."""
-    guide_tr = poutine.trace(guide).get_trace(*args)
-    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*args)
+    """How many plate dimensions the pair uses (Pyro's rightmost-dims convention).
+
+    Runs the pair once but restores the random state, so asking does not change later draws.
+    """
+    rng = pyro.util.get_rng_state()
+    try:
+        guide_tr = poutine.trace(guide).get_trace(*args)
+        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*args)
+    finally:
+        pyro.util.set_rng_state(rng)
     dims = [-f.dim for tr in (guide_tr, model_tr) for s in tr.nodes.values() if s["type"] == "sample"
             for f in s["cond_indep_stack"] if f.vectorized]
     return max(dims, default=0)
