@@ -7,6 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ppvae.config import Config
+from ppvae.data import Dataset
+
 MIN_SCALE = 1e-5
 
 
@@ -17,6 +20,10 @@ class DiagonalNormal(nn.Module):
         super().__init__()
         self.latent_dim = latent_dim
         self.outputs = 2 * latent_dim
+
+    @classmethod
+    def from_config(cls, cfg: Config, data: Dataset) -> "DiagonalNormal":
+        return cls(cfg.model.latent_dim)
 
     def forward(self, out: torch.Tensor) -> dist.Distribution:
         loc, raw = out.chunk(2, dim=-1)
@@ -30,6 +37,10 @@ class PointMass(nn.Module):
         super().__init__()
         self.latent_dim = latent_dim
         self.outputs = latent_dim
+
+    @classmethod
+    def from_config(cls, cfg: Config, data: Dataset) -> "PointMass":
+        return cls(cfg.model.latent_dim)
 
     def forward(self, out: torch.Tensor) -> dist.Distribution:
         return dist.Delta(out).to_event(1)

@@ -1,5 +1,8 @@
 """Likelihoods p(x|z): map decoder outputs to a distribution over the flat image.
 
+Every part in models/ and guides/ is registered by name and built by ``from_config(cfg, data)``,
+so adding one is a class and a registry entry; ``ppvae.build`` stays generic.
+
 Each likelihood says how many decoder outputs it needs per pixel (``outputs_per_pixel``)
 and owns its own parameters (a learned sigma), so swapping it swaps the whole observation
 model without touching the decoder.
@@ -13,12 +16,19 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ppvae.config import Config
+from ppvae.data import Dataset
+
 
 class Bernoulli(nn.Module):
     """Bernoulli pixels with logits from the decoder; needs binary data."""
 
     outputs_per_pixel = 1
     needs_binary_data = True
+
+    @classmethod
+    def from_config(cls, cfg: Config, data: Dataset) -> "Bernoulli":
+        return cls()
 
     def forward(self, out: torch.Tensor) -> dist.Distribution:
         return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
@@ -36,6 +46,10 @@ class GaussianFixed(nn.Module):
     def __init__(self, sigma: float = 1.0):
         super().__init__()
         self.register_buffer("sigma", torch.tensor(float(sigma)))
+
+    @classmethod
+    def from_config(cls, cfg: Config, data: Dataset) -> "GaussianFixed":
+        return cls(cfg.model.sigma)
 
     def forward(self, out: torch.Tensor) -> dist.Distribution:
         return dist.Normal(out, self.sigma).to_event(1)
@@ -61,6 +75,10 @@ class GaussianMeanVar(nn.Module):
 
     outputs_per_pixel = 2
     needs_binary_data = False
+
+    @classmethod
+    def from_config(cls, cfg: Config, data: Dataset) -> "GaussianMeanVar":
+        return cls()
 
     def forward(self, out: torch.Tensor) -> dist.Distribution:
         loc, log_var = out.chunk(2, dim=-1)

@@ -6,6 +6,9 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ppvae.config import Config
+from ppvae.data import Dataset
+
 
 class StandardNormal(nn.Module):
     """p(z) = N(0, I). Buffers (not parameters) so the prior follows the model's device."""
@@ -15,6 +18,10 @@ class StandardNormal(nn.Module):
         self.latent_dim = latent_dim
         self.register_buffer("loc", torch.zeros(latent_dim))
         self.register_buffer("scale", torch.ones(latent_dim))
+
+    @classmethod
+    def from_config(cls, cfg: Config, data: Dataset) -> "StandardNormal":
+        return cls(cfg.model.latent_dim)
 
     def forward(self) -> dist.Distribution:
         return dist.Normal(self.loc, self.scale).to_event(1)

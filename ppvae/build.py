@@ -50,15 +50,14 @@ def build_pair(cfg: Config, data: Dataset) -> Pair:
     if cfg.model.pair:
         return load_factory(cfg.model.pair)(data, cfg)
     m, g = cfg.model, cfg.guide
-    likelihood_cls = LIKELIHOODS[m.likelihood]
-    if likelihood_cls.needs_binary_data and not data.binary:
+    likelihood = LIKELIHOODS[m.likelihood].from_config(cfg, data)
+    if likelihood.needs_binary_data and not data.binary:
         raise DataError(
             f"model.likelihood = {m.likelihood!r} needs binary data, but {data.name!r} has grey levels. "
             "Set data.binarize = 'dynamic' (or 'static' / 'threshold'), or choose a Gaussian likelihood."
         )
-    likelihood = likelihood_cls() if m.likelihood in ("bernoulli", "gaussian_meanvar") else likelihood_cls(m.sigma)
-    decoder = make_network(m.decoder, m.latent_dim, data.x_dim * likelihood_cls.outputs_per_pixel)
-    model = VAEModel(PRIORS[m.prior](m.latent_dim), decoder, likelihood)
-    family = FAMILIES[g.family](m.latent_dim)
+    decoder = make_network(m.decoder, m.latent_dim, data.x_dim * likelihood.outputs_per_pixel)
+    model = VAEModel(PRIORS[m.prior].from_config(cfg, data), decoder, likelihood)
+    family = FAMILIES[g.family].from_config(cfg, data)
     guide = VAEGuide(make_network(g.encoder, data.x_dim, family.outputs), family)
     return model, guide

@@ -44,6 +44,9 @@ class NetworkConfig:
 class DataConfig:
     name: str = _opt("digits", choices=("digits", "mnist", "fashion_mnist", "frey_face", "binarized_mnist", "npz"))
     path: str = _opt("", doc="file for name = 'npz' (array 'x', optional 'y')")
+    scale: str = _opt("auto", choices=("auto", "none", "255"),
+                      doc="npz pixel scaling: 'auto' divides 0..255 integer images by 255, "
+                          "'255' always divides, 'none' uses values as stored (must lie in [0, 1])")
     data_dir: str = _opt("", doc="folder holding the raw files; default $PPVAE_DATA or ~/.cache/ppvae")
     download: bool = _opt(True, doc="try to download missing files (needs network)")
     binarize: str = _opt("none", choices=("none", "threshold", "static", "dynamic"))
