@@ -18,11 +18,18 @@ def _first_line(obj) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from ppvae import experiment
+    from ppvae import experiment, study
 
     if args.resume:
         run_dir = experiment.run(None, resume=Path(args.resume))
+    elif study.read(args.experiment) is not None:
+        folder = study.run(args.experiment, args.scale or "smoke", args.overrides, out=args.out)
+        print(f"study folder: {folder}")
+        print(f"results:      {folder / 'results.md'}")
+        return
     else:
+        if args.scale:
+            raise PPVAEError(f"{args.experiment!r} is a single run, not a study; drop --scale.")
         cfg = config.load(args.experiment, args.overrides)
         run_dir = experiment.run(cfg, out=args.out)
     print(f"run folder: {run_dir}")
@@ -76,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", help="config overrides such as train.epochs=5")
     r.add_argument("--out", default="runs", help="parent folder of the run folder (default ./runs)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
+    r.add_argument("--scale", help="for a study: which [study.scales] entry to run (default smoke)")
     r.set_defaults(func=cmd_run)
     e = sub.add_parser("eval", help="re-evaluate a run folder (metrics.json, figures, report.md)")
     e.add_argument("run_dir")
