@@ -8,10 +8,12 @@ solution of Tipping & Bishop (1999).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import pyro.distributions as dist
 import torch
+from torch.distributions import kl_divergence
 from torch import nn
 
 
@@ -68,3 +70,18 @@ def sample(p: PPCAParams, n: int, generator: torch.Generator | None = None) -> t
     z = torch.randn(n, d, generator=generator, dtype=p.W.dtype)
     eps = torch.randn(n, p.W.shape[0], generator=generator, dtype=p.W.dtype)
     return z @ p.W.T + p.b + p.sigma * eps
+
+
+def gaussian_elbo(x: torch.Tensor, p: PPCAParams, q: dist.MultivariateNormal) -> torch.Tensor:
+    """ELBO of a Gaussian q(z|x) = N(m, S) under pPCA, in closed form (no sampling), per data point.
+
+    E_q log p(x|z) = -D/2 log(2 pi sigma^2) - (|x - W m - b|^2 + tr(W S W^T)) / (2 sigma^2), minus KL(q || N(0, I)).
+    """
+    D = x.shape[-1]
+    m, S = q.loc, q.covariance_matrix
+    sigma2 = p.sigma**2
+    resid = x - m @ p.W.T - p.b
+    spread = torch.einsum("ij,...jk,ik->...", p.W, S, p.W)
+    recon = -0.5 * D * torch.log(2 * math.pi * sigma2) - (resid.pow(2).sum(-1) + spread) / (2 * sigma2)
+    prior = dist.MultivariateNormal(torch.zeros_like(m), torch.eye(m.shape[-1], dtype=m.dtype, device=m.device))
+    return recon - kl_divergence(q, prior)

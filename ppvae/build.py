@@ -56,8 +56,8 @@ def build_pair(cfg: Config, data: Dataset) -> Pair:
             f"model.likelihood = {m.likelihood!r} needs binary data, but {data.name!r} has grey levels. "
             "Set data.binarize = 'dynamic' (or 'static' / 'threshold'), or choose a Gaussian likelihood."
         )
-    decoder = make_network(m.decoder, m.latent_dim, data.x_dim * likelihood.outputs_per_pixel)
+    decoder = make_network(m.decoder, m.latent_dim, data.x_dim * likelihood.outputs_per_pixel, data.image_shape, "decoder")
     model = VAEModel(PRIORS[m.prior].from_config(cfg, data), decoder, likelihood)
     family = FAMILIES[g.family].from_config(cfg, data)
-    guide = VAEGuide(make_network(g.encoder, data.x_dim, family.outputs), family)
+    guide = VAEGuide(make_network(g.encoder, data.x_dim, family.outputs, data.image_shape), family)
     return model, guide

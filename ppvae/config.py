@@ -35,8 +35,8 @@ ACTIVATIONS = ("tanh", "relu", "sigmoid", "softplus", "elu", "leaky_relu")
 class NetworkConfig:
     """An encoder or decoder network."""
 
-    kind: str = _opt("mlp", choices=("mlp",), doc="network family")
-    hidden: list = _opt([256], doc="hidden layer widths, 0 to 4 layers ([] is linear)")
+    kind: str = _opt("mlp", choices=("mlp", "cnn"), doc="network family")
+    hidden: list = _opt([256], doc="MLP: hidden widths, 0 to 4 layers ([] is linear); CNN: channels per stride-2 layer, 1 to 4")
     activation: str = _opt("relu", choices=ACTIVATIONS)
 
 
@@ -179,6 +179,8 @@ def _validate_network(key: str, net: NetworkConfig) -> None:
         raise ConfigError(f"{key}.hidden = {net.hidden!r} must be a list of positive integers.")
     if net.kind == "mlp" and len(net.hidden) > 4:
         raise ConfigError(f"{key}.hidden has {len(net.hidden)} layers; an MLP takes 0 to 4 hidden layers.")
+    if net.kind == "cnn" and not 1 <= len(net.hidden) <= 4:
+        raise ConfigError(f"{key}.hidden = {net.hidden!r}: a CNN takes 1 to 4 channel counts, e.g. [32, 64].")
 
 
 def from_dict(raw: dict) -> Config:

@@ -1,0 +1,83 @@
+"""Expectation-maximization baselines: Gaussian mixtures and probabilistic PCA.
+
+The "theory vs practice" study compares a VAE with the latent-variable models that EM fits
+exactly: a GMM (discrete latent) and pPCA (linear-Gaussian latent, whose EM fixed point is
+the closed-form maximum-likelihood solution in ``ppvae.models.ppca.fit_ml``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch.distributions import MultivariateNormal
+
+from ppvae.models.ppca import PPCAParams
+
+
+class GMM(NamedTuple):
+    weights: torch.Tensor  # [K]
+    means: torch.Tensor  # [K, D]
+    covariances: torch.Tensor  # [K, D, D]
+    history: list[float]  # mean log-likelihood per iteration
+
+
+def gmm_log_likelihood(gmm: GMM, x: torch.Tensor) -> torch.Tensor:
+    """log p(x) per data point under the mixture."""
+    comp = MultivariateNormal(gmm.means, covariance_matrix=gmm.covariances)
+    return torch.logsumexp(gmm.weights.log() + comp.log_prob(x[:, None, :]), dim=-1)
+
+
+def fit_gmm(x: torch.Tensor, k: int, *, iterations: int = 300, tol: float = 1e-7, reg: float = 1e-6,
+            seed: int = 0) -> GMM:
+    """Full-covariance GMM by EM, initialized at k distinct data points (k-means++ style spread).
+
+    ``reg`` is added to every covariance diagonal, as scikit-learn's ``reg_covar``.
+    """
+    n, d = x.shape
+    g = torch.Generator().manual_seed(seed)
+    centers = [int(torch.randint(n, (1,), generator=g))]
+    for _ in range(1, k):  # k-means++ seeding: far points are more likely
+        dist2 = torch.cdist(x, x[centers]).min(1).values ** 2
+        centers.append(int(torch.multinomial(dist2 / dist2.sum(), 1, generator=g)))
+    eye = torch.eye(d, dtype=x.dtype)
+    gmm = GMM(torch.full((k,), 1.0 / k, dtype=x.dtype), x[centers].clone(),
+              torch.cov(x.T, correction=0).expand(k, d, d) + reg * eye, [])
+    for _ in range(iterations):
+        comp = MultivariateNormal(gmm.means, covariance_matrix=gmm.covariances)
+        joint = gmm.weights.log() + comp.log_prob(x[:, None, :])  # [N, K]
+        ll = torch.logsumexp(joint, 1, keepdim=True)
+        gmm.history.append(ll.mean().item())
+        resp = (joint - ll).exp()
+        nk = resp.sum(0) + 10 * torch.finfo(x.dtype).eps
+        means = resp.T @ x / nk[:, None]
+        centered = x[None] - means[:, None]  # [K, N, D]
+        covs = torch.einsum("kn,kni,knj->kij", resp.T, centered, centered) / nk[:, None, None] + reg * eye
+        gmm = GMM(nk / n, means, covs, gmm.history)
+        if len(gmm.history) > 1 and abs(gmm.history[-1] - gmm.history[-2]) < tol:
+            break
+    return gmm
+
+
+def fit_ppca_em(x: torch.Tensor, latent_dim: int, *, iterations: int = 2000, tol: float = 1e-10,
+                seed: int = 0) -> tuple[PPCAParams, list[float]]:
+    """pPCA by EM (Tipping & Bishop 1999, eq. 29-30), from a random W; returns params and sigma^2 history."""
+    n, d = x.shape
+    b = x.mean(0)
+    S = torch.cov((x - b).T, correction=0)
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(d, latent_dim, generator=g, dtype=x.dtype)
+    sigma2 = S.trace() / d
+    eye = torch.eye(latent_dim, dtype=x.dtype)
+    history = []
+    for _ in range(iterations):
+        M_inv = torch.linalg.inv(W.T @ W + sigma2 * eye)
+        SW = S @ W
+        W_new = SW @ torch.linalg.inv(sigma2 * eye + M_inv @ W.T @ SW)
+        sigma2_new = (S - SW @ M_inv @ W_new.T).trace() / d
+        W, done = W_new, abs(sigma2_new - sigma2) < tol
+        sigma2 = sigma2_new
+        history.append(sigma2.item())
+        if done:
+            break
+    return PPCAParams(W, b, sigma2.sqrt()), history
