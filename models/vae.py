@@ -1,11 +1,23 @@
-"""The composed VAE model: z ~ prior, x ~ likelihood(decoder(z)), one ``data`` plate."""
+"""The composed VAE model: z ~ prior, x ~ likelihood(decoder(z[, y])), one ``data`` plate."""
 
 from __future__ import annotations
 
 import pyro
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def with_labels(h: torch.Tensor, y: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """Append one-hot labels to the last dimension (broadcast over particle dims); a no-op when
+    ``num_classes`` is 0. Conditional pairs (CVAE) use it on both decoder and encoder inputs."""
+    if not num_classes:
+        return h
+    if y is None:
+        raise ValueError("This is a conditional (CVAE) pair: call it with labels y.")
+    onehot = F.one_hot(y, num_classes).to(h.dtype)
+    return torch.cat([h, onehot.expand(h.shape[:-1] + (num_classes,))], dim=-1)
 
 
 class VAEModel(nn.Module):
@@ -13,22 +25,25 @@ class VAEModel(nn.Module):
 
     Calling the module runs the model (``model(x, y=None)``); ``decode`` gives p(x|z) for
     plots and evaluation. All parameters (decoder, likelihood, learnable prior) are
-    registered under ``name`` with :func:`pyro.module`.
+    registered under ``name`` with :func:`pyro.module`. With ``num_classes > 0`` the
+    decoder also reads the one-hot label (a conditional VAE).
     """
 
-    def __init__(self, prior: nn.Module, decoder: nn.Module, likelihood: nn.Module, name: str = "model"):
+    def __init__(self, prior: nn.Module, decoder: nn.Module, likelihood: nn.Module, name: str = "model",
+                 num_classes: int = 0):
         super().__init__()
         self.prior, self.decoder, self.likelihood, self.name = prior, decoder, likelihood, name
+        self.num_classes = num_classes
 
     @property
     def latent_dim(self) -> int:
         return self.prior.latent_dim
 
-    def decode(self, z: torch.Tensor) -> dist.Distribution:
-        return self.likelihood(self.decoder(z))
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
+        return self.likelihood(self.decoder(with_labels(z, y, self.num_classes)))
 
-    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
-        return self.likelihood.mean(self.decoder(z))
+    def decode_mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.likelihood.mean(self.decoder(with_labels(z, y, self.num_classes)))
 
     def metrics(self) -> dict[str, float]:
         """Scalars worth logging each epoch: the likelihood's sigma when it has one."""
@@ -39,4 +54,4 @@ class VAEModel(nn.Module):
         pyro.module(self.name, self)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self.prior())
-            pyro.sample("x", self.decode(z), obs=x)
+            pyro.sample("x", self.decode(z, y), obs=x)

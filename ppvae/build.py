@@ -17,6 +17,7 @@ from ppvae.config import Config
 from ppvae.data import Dataset
 from ppvae.errors import ConfigError, DataError
 from ppvae.guides import FAMILIES, VAEGuide
+from ppvae.guides.denoising import DenoisingGuide
 from ppvae.models import LIKELIHOODS, PRIORS, VAEModel
 from ppvae.nn import make_network
 
@@ -56,8 +57,22 @@ def build_pair(cfg: Config, data: Dataset) -> Pair:
             f"model.likelihood = {m.likelihood!r} needs binary data, but {data.name!r} has grey levels. "
             "Set data.binarize = 'dynamic' (or 'static' / 'threshold'), or choose a Gaussian likelihood."
         )
-    decoder = make_network(m.decoder, m.latent_dim, data.x_dim * likelihood.outputs_per_pixel, data.image_shape, "decoder")
-    model = VAEModel(PRIORS[m.prior].from_config(cfg, data), decoder, likelihood)
+    classes = _conditioning_classes(cfg, data)
+    out_dim = data.x_dim * likelihood.outputs_per_pixel
+    decoder = make_network(m.decoder, m.latent_dim + classes, out_dim, data.image_shape, "decoder")
+    model = VAEModel(PRIORS[m.prior].from_config(cfg, data), decoder, likelihood, num_classes=classes)
     family = FAMILIES[g.family].from_config(cfg, data)
-    guide = VAEGuide(make_network(g.encoder, data.x_dim, family.outputs, data.image_shape), family)
-    return model, guide
+    encoder = make_network(g.encoder, data.x_dim + classes, family.outputs, data.image_shape)
+    guide = VAEGuide(encoder, family, num_classes=classes)
+    return model, (DenoisingGuide(guide, g.noise) if g.noise > 0 else guide)
+
+
+def _conditioning_classes(cfg: Config, data: Dataset) -> int:
+    """Number of label classes a conditional pair appends to its network inputs (0: unconditional)."""
+    if not cfg.model.conditional:
+        return 0
+    if data.train_y is None or not data.num_classes:
+        raise DataError(f"model.conditional = true needs labels, but {data.name!r} has none; use a labelled dataset.")
+    if "cnn" in (cfg.model.decoder.kind, cfg.guide.encoder.kind):
+        raise ConfigError("model.conditional = true works with MLP networks only; set the network kinds to 'mlp'.")
+    return data.num_classes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -64,12 +65,16 @@ class ModelConfig:
     prior: str = _opt("normal", choices=("normal",))
     decoder: NetworkConfig = field(default_factory=NetworkConfig)
     pair: str = _opt("", doc="user pair factory 'file.py:function' or 'module:function'; replaces [model]/[guide] parts")
+    conditional: bool = _opt(False, doc="CVAE: decoder and encoder also read the one-hot label (needs labels)")
 
 
 @dataclass
 class GuideConfig:
     family: str = _opt("normal", choices=("normal", "delta"))
     encoder: NetworkConfig = field(default_factory=NetworkConfig)
+    noise: float = _opt(0.0, check=">= 0", doc="denoising VAE: salt-and-pepper level on the encoder input in training")
+    noise_schedule: str = _opt("constant", choices=("constant", "linear"), doc="linear: decrease noise to noise_end")
+    noise_end: float = _opt(0.0, check=">= 0", doc="final noise level of the linear schedule")
 
 
 @dataclass
@@ -92,7 +97,7 @@ class TrainConfig:
     weight_decay: float = _opt(0.0, check=">= 0")
     batch_size: int = _opt(100, check=">= 1")
     epochs: int = _opt(10, check=">= 1")
-    seed: int = _opt(0)
+    seed: int = _opt(0, check="in [0, 4294967295]", doc="seed of initialization, shuffling and sampling")
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
 
 
@@ -101,6 +106,18 @@ class EvalConfig:
     k: int = _opt(1000, check=">= 1", doc="importance samples for the test log-likelihood")
     num_test: int = _opt(0, check=">= 0", doc="evaluate on the first N test points (0: all)")
     chunk_size: int = _opt(0, check=">= 0", doc="importance samples per chunk (0: automatic)")
+    log_weights_mb: float = _opt(64.0, check=">= 0",
+                                 doc="save the N x k log-weight matrix (log_weights.npz, float16) when it needs at "
+                                     "most this many MB (0: never; 'ppvae eval' recomputes it exactly)")
+    gradient_study: bool = _opt(False, doc="after evaluation, measure the variance and SNR of every estimator's "
+                                           "gradient at the trained parameters (gradient_variance.*)")
+    gradient_ks: list = _opt([1, 5, 50], doc="gradient study: samples per data point k (particles for trace/meanfield)")
+    gradient_repeats: int = _opt(200, check=">= 2", doc="gradient study: independent gradient estimates per setting")
+    gradient_batch: int = _opt(100, check=">= 1", doc="gradient study: training points in the fixed batch")
+
+    def __post_init__(self) -> None:
+        if not self.gradient_ks or not all(type(v) is int and v >= 1 for v in self.gradient_ks):
+            raise ConfigError(f"eval.gradient_ks = {self.gradient_ks!r} must be a list of positive integers, e.g. [1, 5, 50].")
 
 
 @dataclass
@@ -120,9 +137,9 @@ class Config:
 
 def _check_range(key: str, value: Any, check: str) -> None:
     op, _, bound = check.partition(" ")
-    if op == "in":
-        lo, hi = (float(v) for v in bound.strip("()").split(","))
-        ok = lo < value < hi
+    if op == "in":  # "in (lo, hi)" excludes the bounds, "in [lo, hi]" includes them
+        lo, hi = (float(v) for v in bound.strip("()[]").split(","))
+        ok = (lo <= value if bound[0] == "[" else lo < value) and (value <= hi if bound[-1] == "]" else value < hi)
     else:
         b = float(bound)
         ok = {">": value > b, ">=": value >= b, "!=": value != b}[op]
@@ -145,6 +162,8 @@ def _coerce(key: str, value: Any, typ: Any, meta: dict) -> Any:
         ok = isinstance(value, origin)
     if not ok:
         raise ConfigError(f"{key} = {value!r} has the wrong type: expected {getattr(origin, '__name__', origin)}.")
+    if origin is float and not math.isfinite(value):
+        raise ConfigError(f"{key} = {value!r} is invalid: it must be a finite number.")
     if meta.get("choices") and value not in meta["choices"]:
         hint = difflib.get_close_matches(str(value), [str(c) for c in meta["choices"]], n=1)
         did = f" Did you mean {hint[0]!r}?" if hint else ""

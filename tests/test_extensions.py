@@ -1,0 +1,61 @@
+"""Conditional (CVAE) and denoising (DVAE) pairs built from the config."""
+
+import json
+
+import pytest
+import torch
+
+from ppvae import build_pair, config, experiment
+from ppvae.data import load_dataset
+from ppvae.errors import DataError
+from ppvae.guides.denoising import DenoisingGuide, salt_and_pepper
+
+
+def test_conditional_pair_reads_labels(tmp_path):
+    cfg = config.load("quickstart", ["model.conditional=true", "train.epochs=2", "eval.k=10", "data.max_train=300"])
+    data = load_dataset(cfg.data)
+    model, guide = build_pair(cfg, data)
+    assert model.decoder[0].in_features == cfg.model.latent_dim + 10
+    assert guide.encoder[0].in_features == data.x_dim + 10
+    z = torch.zeros(2, cfg.model.latent_dim)
+    assert not torch.allclose(model.decode_mean(z, torch.tensor([0, 1]))[0], model.decode_mean(z, torch.tensor([0, 1]))[1])
+    run_dir = experiment.run(cfg, out=tmp_path)
+    assert json.loads((run_dir / "metrics.json").read_text())["test_nll"] < 64 * 0.7
+
+
+def test_conditional_pair_needs_labels():
+    cfg = config.load("quickstart", ["model.conditional=true"])
+    data = load_dataset(cfg.data)
+    data.train_y = None
+    with pytest.raises(DataError, match="needs labels"):
+        build_pair(cfg, data)
+
+
+def test_salt_and_pepper_levels():
+    x = torch.full((20000,), 0.5)
+    assert torch.equal(salt_and_pepper(x, 0.0), x)
+    noisy = salt_and_pepper(x, 0.3)
+    hit = noisy != 0.5
+    assert abs(hit.float().mean().item() - 0.3) < 0.02
+    assert abs(noisy[hit].mean().item() - 0.5) < 0.03  # salt and pepper equally often
+
+
+def test_denoising_guide_corrupts_only_in_training():
+    seen = []
+    guide = DenoisingGuide(lambda x, y=None: seen.append(x), level=0.25)
+    x = torch.full((100, 64), 0.5)
+    guide.train()
+    guide(x)
+    assert (seen[-1] != 0.5).float().mean().item() == pytest.approx(0.25, abs=0.05)
+    guide.eval()
+    guide(x)
+    assert torch.equal(seen[-1], x)
+
+
+@pytest.mark.parametrize("estimator", ["trace", "iwae"])
+def test_denoising_vae_runs(tmp_path, estimator):
+    cfg = config.load("quickstart", ["guide.noise=0.25", "train.epochs=1", "eval.k=10", "data.max_train=200",
+                                     f"estimator.name={estimator}", "estimator.k=3"])
+    assert isinstance(build_pair(cfg, load_dataset(cfg.data))[1], DenoisingGuide)
+    metrics = json.loads((experiment.run(cfg, out=tmp_path) / "metrics.json").read_text())
+    assert 0 < metrics["test_nll"] < 64 * 0.7 * 1.2
