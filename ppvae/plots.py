@@ -63,3 +63,20 @@ def latent_scatter(z: np.ndarray, labels: np.ndarray | None, path: Path, title: 
     ax.set_ylabel("$z_2$")
     ax.set_title(title)
     return _save(fig, path)
+
+
+def heatmap(values: Sequence[Sequence[float]], rows: Sequence[str], cols: Sequence[str], path: Path, *,
+            ylabel: str = "", xlabel: str = "", title: str = "") -> Path:
+    """An annotated grid of numbers, e.g. the bound over (samples per point, batch size)."""
+    arr = np.asarray(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(cols), 1.0 + 0.5 * len(rows)))
+    im = ax.imshow(arr, cmap="viridis", aspect="auto")
+    for (i, j), v in np.ndenumerate(arr):
+        ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="w", fontsize=8)
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax)
+    return _save(fig, path)

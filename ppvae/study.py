@@ -8,11 +8,13 @@ A study file is an ordinary experiment (its sections are the shared base config)
     seeds = [0, 1]                                       # each seed is a separate run (a chain)
     columns = ["test_nll", "test_elbo", "test_kl"]       # metrics.json keys for the table
     [study.scales]
-    smoke = ["data.name=digits", "train.epochs=2"]       # ppvae run NAME --scale smoke
-    full = ["data.name=mnist", "train.epochs=100"]
+    smoke = { set = ["data.name=digits", "train.epochs=2"], vary = { "model.latent_dim" = [3] } }
+    full = ["data.name=mnist", "train.epochs=100"]       # a plain list is just overrides
 
 ``ppvae run NAME --scale smoke`` writes one run folder per variant inside a study folder,
-then ``results.md`` and ``results.csv`` with one row per run.
+then ``results.md`` and ``results.csv`` with one row per run, ``curves.png`` (train and
+test bound against training samples seen, every run overlaid) and, for a two-key grid,
+``heatmap.png`` of the final train loss and test ELBO.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import csv
 import dataclasses
 import itertools
 import json
-import re
 import tomllib
 from pathlib import Path
 
@@ -65,19 +66,31 @@ def configs(study: Study, scale: str, overrides: list[str] = ()) -> list[tuple[s
     """(label, validated config) for every run; all are validated before any run starts."""
     if study.scales and scale not in study.scales:
         raise ConfigError(f"Study {study.name!r} has no scale {scale!r}; choose one of {', '.join(study.scales)}.")
-    keys = list(study.vary)
+    scale_overrides, vary = _scale(study, scale)
+    keys = list(vary)
     out = []
-    for values in itertools.product(*(study.vary[k] for k in keys)):
+    for values in itertools.product(*(vary[k] for k in keys)):
         grid = [f"{k}={json.dumps(v)}" for k, v in zip(keys, values)]
         for variant, extra in study.variants.items():
             for seed in study.seeds:
                 label = ", ".join([variant] * bool(variant) + grid + [f"seed={seed}"] * (len(study.seeds) > 1))
                 raw = copy.deepcopy(study.base)
-                raw["name"] = re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{study.name}-{label}" if label else study.name)
-                raw = apply_overrides(raw, [*study.scales.get(scale, []), *extra, *grid, f"train.seed={seed}",
+                raw["name"] = f"{study.name}-{label}" if label else study.name
+                raw = apply_overrides(raw, [*extra, *grid, *scale_overrides, f"train.seed={seed}",
                                             *overrides])
                 out.append((label or study.name, from_dict(raw)))
     return out
+
+
+def _scale(study: Study, scale: str) -> tuple[list[str], dict[str, list]]:
+    """A scale's overrides and the grid it runs (its own ``vary`` replaces the study's)."""
+    spec = study.scales.get(scale, [])
+    if isinstance(spec, list):
+        return spec, study.vary
+    unknown = set(spec) - {"set", "vary"}
+    if unknown:
+        raise ConfigError(f"[study.scales.{scale}] takes 'set' and 'vary', not {sorted(unknown)}.")
+    return list(spec.get("set", [])), study.vary | dict(spec.get("vary", {}))
 
 
 def run(name_or_path: str, scale: str = "smoke", overrides: list[str] = (), out: Path | str = "runs") -> Path:
@@ -95,7 +108,40 @@ def run(name_or_path: str, scale: str = "smoke", overrides: list[str] = (), out:
         metrics = runs.read_json(run_dir / runs.METRICS)
         rows.append({"run": label, "folder": run_dir.name} | {c: metrics.get(c) for c in study.columns})
         write_table(study_dir, rows, study.columns, f"{study.name} ({scale} scale)")
+    study_figures(study_dir, [(label, cfg) for label, cfg in planned], rows, list(_scale(study, scale)[1]))
     return study_dir
+
+
+def study_figures(folder: Path, planned: list[tuple[str, Config]], rows: list[dict], keys: list[str]) -> None:
+    """Bound curves of every run against training samples seen; a heatmap for two-key grids."""
+    from ppvae import plots
+
+    series = {}
+    for (label, cfg), row in zip(planned, rows):
+        hist = runs.read_jsonl(folder / row["folder"] / runs.EPOCHS)
+        seen = [h["step"] * cfg.train.batch_size for h in hist]
+        series[f"{label} (train)"] = (seen, [-h["train_loss"] for h in hist])
+        series[f"{label} (test)"] = (seen, [h["test_elbo"] for h in hist])
+    plots.curves(series, folder / "curves.png", xlabel="training samples seen", title="lower bound per example")
+    if len(keys) == 2:
+        metrics = [runs.read_json(folder / r["folder"] / runs.METRICS) for r in rows]
+        values = {key: sorted({_get(cfg, key) for _, cfg in planned}, key=str) for key in keys}
+        for metric, sign in (("final_train_loss", -1.0), ("test_elbo", 1.0)):
+            grid = [[float("nan")] * len(values[keys[1]]) for _ in values[keys[0]]]
+            for (_, cfg), m in zip(planned, metrics):
+                i, j = values[keys[0]].index(_get(cfg, keys[0])), values[keys[1]].index(_get(cfg, keys[1]))
+                grid[i][j] = sign * m[metric]
+            plots.heatmap(grid, [str(v) for v in values[keys[0]]], [str(v) for v in values[keys[1]]],
+                          folder / f"heatmap_{metric}.png", ylabel=keys[0], xlabel=keys[1],
+                          title=("train bound" if sign < 0 else "test ELBO") + " per example")
+
+
+def _get(cfg: Config, key: str):
+    """A config value by dotted key, e.g. 'train.batch_size' (lists become tuples so they can be sorted)."""
+    value = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return tuple(value) if isinstance(value, list) else value
 
 
 def write_table(folder: Path, rows: list[dict], columns: list[str], title: str) -> None:

@@ -60,3 +60,22 @@ def test_log_px_equals_elbo_plus_kl_to_posterior_exactly():
     log_w = like.log_prob(x) + prior.log_prob(draws) - q.log_prob(draws)
     se = log_w.std(0) / math.sqrt(len(draws))
     assert ((log_w.mean(0) - elbo).abs() < 5 * se).all()
+
+
+def test_baselines_on_linear_gaussian_data():
+    from ppvae.em import baselines
+
+    x = ppca_data(n=1500).float()
+    res = baselines(x[:1000], x[1000:], latent_dim=2, components=3)
+    assert res["ppca_em_test_ll"] == pytest.approx(res["ppca_ml_test_ll"], abs=1e-4)
+    assert res["gmm_covariance"] == "full" and math.isfinite(res["gmm_em_test_ll"])
+    # on data drawn from pPCA, pPCA with the true latent size is the better density model
+    assert res["ppca_ml_test_ll"] > res["gmm_em_test_ll"] - 0.5
+
+
+def test_diagonal_gmm_matches_scikit_learn():
+    rng = np.random.default_rng(1)
+    x_np = np.concatenate([rng.normal(size=(300, 4)) * [0.5, 1, 2, 0.3], 3 + rng.normal(size=(300, 4))])
+    ours = fit_gmm(torch.as_tensor(x_np), 2, diagonal=True, reg=1e-6)
+    sk = GaussianMixture(2, covariance_type="diag", reg_covar=1e-6, tol=1e-8, max_iter=500, random_state=0).fit(x_np)
+    assert gmm_log_likelihood(ours, torch.as_tensor(x_np)).mean().item() == pytest.approx(sk.score(x_np), abs=1e-4)

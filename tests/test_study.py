@@ -1,11 +1,13 @@
 """Studies: a [study] table runs a grid of variants and writes one results table."""
 
 import csv
+import math
 
 import pytest
 
 from ppvae import study
 from ppvae.cli import main
+from ppvae.config import bundled_experiments
 from ppvae.errors import ConfigError
 
 STUDY = """
@@ -42,7 +44,7 @@ def test_study_runs_every_variant_and_tabulates(tmp_path, capsys):
     assert all(float(r["test_recon_mse"]) < 1 for r in rows)
     assert (folder / "results.md").read_text().count("\n| ") == 2 + 4  # header, rule, four runs
     runs = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    assert len(runs) == 4 and runs[0].startswith("tiny-ae_model.latent_dim=2-")
+    assert len(runs) == 4 and runs[0].startswith("tiny-ae__model.latent_dim_2-")
 
 
 def test_study_validates_every_variant_before_running(tmp_path):
@@ -54,10 +56,26 @@ def test_study_validates_every_variant_before_running(tmp_path):
         study.configs(study.read(str(path)), "full")
 
 
-def test_bundled_studies_have_a_smoke_scale():
-    from ppvae.config import bundled_experiments
+BUNDLED_STUDIES = [name for name in bundled_experiments() if study.read(name) is not None]
 
-    for name in bundled_experiments():
+
+def test_bundled_studies_validate_at_every_scale():
+    assert len(BUNDLED_STUDIES) >= 8
+    for name in BUNDLED_STUDIES:
         s = study.read(name)
-        if s is not None:
-            assert "smoke" in s.scales and study.configs(s, "smoke"), name
+        assert {"smoke", "full"} <= set(s.scales), name
+        for scale in s.scales:
+            assert study.configs(s, scale), (name, scale)
+
+
+@pytest.mark.parametrize("name", BUNDLED_STUDIES)
+def test_bundled_study_smoke_scale(name, tmp_path):
+    folder = study.run(name, "smoke", out=tmp_path)
+    rows = list(csv.DictReader(open(folder / "results.csv")))
+    assert rows and (folder / "results.md").is_file() and (folder / "curves.png").is_file()
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith("test_") or key == "final_train_loss":
+                assert math.isfinite(float(value)) and abs(float(value)) < 1e4, (key, value)
+    if len(study._scale(study.read(name), "smoke")[1]) == 2:
+        assert (folder / "heatmap_test_elbo.png").is_file()
