@@ -13,12 +13,16 @@ import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
+from torch import nn
+
 from ppvae.config import Config
 from ppvae.data import Dataset
 from ppvae.errors import ConfigError, DataError
-from ppvae.guides import FAMILIES, VAEGuide
+from ppvae.guides import FAMILIES, DiagonalNormal, VAEGuide
 from ppvae.guides.denoising import DenoisingGuide
-from ppvae.models import LIKELIHOODS, PRIORS, VAEModel
+from ppvae.guides.hierarchical import TwoLayerGuide
+from ppvae.models import LIKELIHOODS, PRIORS, StandardNormal, VAEModel
+from ppvae.models.hierarchical import TwoLayerModel
 from ppvae.nn import make_network
 
 Pair = tuple[Callable, Callable]
@@ -57,14 +61,19 @@ def build_pair(cfg: Config, data: Dataset) -> Pair:
             f"model.likelihood = {m.likelihood!r} needs binary data, but {data.name!r} has grey levels. "
             "Set data.binarize = 'dynamic' (or 'static' / 'threshold'), or choose a Gaussian likelihood."
         )
+    model, guide = (_two_layer_pair if m.top_latent_dim else _one_layer_pair)(cfg, data, likelihood)
+    return model, (DenoisingGuide(guide, g.noise) if g.noise > 0 else guide)
+
+
+def _one_layer_pair(cfg: Config, data: Dataset, likelihood: nn.Module) -> Pair:
+    m, g = cfg.model, cfg.guide
     classes = _conditioning_classes(cfg, data)
     out_dim = data.x_dim * likelihood.outputs_per_pixel
     decoder = make_network(m.decoder, m.latent_dim + classes, out_dim, data.image_shape, "decoder")
     model = VAEModel(PRIORS[m.prior].from_config(cfg, data), decoder, likelihood, num_classes=classes)
     family = FAMILIES[g.family].from_config(cfg, data)
     encoder = make_network(g.encoder, data.x_dim + classes, family.outputs, data.image_shape)
-    guide = VAEGuide(encoder, family, num_classes=classes)
-    return model, (DenoisingGuide(guide, g.noise) if g.noise > 0 else guide)
+    return model, VAEGuide(encoder, family, num_classes=classes)
 
 
 def _conditioning_classes(cfg: Config, data: Dataset) -> int:
@@ -76,3 +85,18 @@ def _conditioning_classes(cfg: Config, data: Dataset) -> int:
     if "cnn" in (cfg.model.decoder.kind, cfg.guide.encoder.kind):
         raise ConfigError("model.conditional = true works with MLP networks only; set the network kinds to 'mlp'.")
     return data.num_classes
+
+
+def _two_layer_pair(cfg: Config, data: Dataset, likelihood: nn.Module) -> Pair:
+    """Burda et al.'s two stochastic layers: Normal layers, ``model.top`` networks between z1 and z2."""
+    m, g = cfg.model, cfg.guide
+    if (m.prior, g.family, m.conditional) != ("normal", "normal", False) or "cnn" in (m.decoder.kind, g.encoder.kind):
+        raise ConfigError("model.top_latent_dim > 0 (two stochastic layers) needs prior = 'normal', guide.family = "
+                          "'normal', MLP networks and conditional = false.")
+    d1, d2 = m.latent_dim, m.top_latent_dim
+    bottom, top = DiagonalNormal(d1), DiagonalNormal(d2)
+    model = TwoLayerModel(StandardNormal(d2), make_network(m.top, d2, bottom.outputs), bottom,
+                          make_network(m.decoder, d1, data.x_dim * likelihood.outputs_per_pixel), likelihood)
+    guide = TwoLayerGuide(make_network(g.encoder, data.x_dim, bottom.outputs), DiagonalNormal(d1),
+                          make_network(m.top, d1, top.outputs), top)
+    return model, guide

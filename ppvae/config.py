@@ -66,6 +66,8 @@ class ModelConfig:
     decoder: NetworkConfig = field(default_factory=NetworkConfig)
     pair: str = _opt("", doc="user pair factory 'file.py:function' or 'module:function'; replaces [model]/[guide] parts")
     conditional: bool = _opt(False, doc="CVAE: decoder and encoder also read the one-hot label (needs labels)")
+    top_latent_dim: int = _opt(0, check=">= 0", doc="a second stochastic layer z2 of this size (0: one layer)")
+    top: NetworkConfig = field(default_factory=lambda: NetworkConfig(hidden=[100, 100], activation="tanh"))
 
 
 @dataclass

@@ -59,3 +59,29 @@ def test_denoising_vae_runs(tmp_path, estimator):
     assert isinstance(build_pair(cfg, load_dataset(cfg.data))[1], DenoisingGuide)
     metrics = json.loads((experiment.run(cfg, out=tmp_path) / "metrics.json").read_text())
     assert 0 < metrics["test_nll"] < 64 * 0.7 * 1.2
+
+
+@pytest.mark.parametrize("estimator", ["trace", "iwae"])
+def test_two_stochastic_layers(tmp_path, estimator):
+    import pyro.poutine as poutine
+
+    cfg = config.load("quickstart", ["model.latent_dim=4", "model.top_latent_dim=2", "model.top.hidden=[16]",
+                                     "train.epochs=2", "eval.k=20", "data.max_train=300",
+                                     f"estimator.name={estimator}", "estimator.k=5"])
+    data = load_dataset(cfg.data)
+    model, guide = build_pair(cfg, data)
+    x = data.test_x[:7]
+    guide_tr = poutine.trace(guide).get_trace(x)
+    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x)
+    assert guide_tr.nodes["z"]["value"].shape == (7, 4) and guide_tr.nodes["z2"]["value"].shape == (7, 2)
+    assert model_tr.nodes["z"]["fn"].batch_shape == (7,)  # p(z1 | z2) per data point
+    metrics = json.loads((experiment.run(cfg, out=tmp_path) / "metrics.json").read_text())
+    assert metrics["test_ll"] > metrics["test_elbo"] - 0.5 and metrics["test_nll"] < 64 * 0.7
+
+
+def test_two_layer_config_is_checked():
+    from ppvae.errors import ConfigError
+
+    cfg = config.load("quickstart", ["model.top_latent_dim=2", "guide.family=delta"])
+    with pytest.raises(ConfigError, match="two stochastic layers"):
+        build_pair(cfg, load_dataset(cfg.data))
