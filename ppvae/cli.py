@@ -1,4 +1,4 @@
-"""The ``ppvae`` command line: run, eval and list."""
+"""The ``ppvae`` command line: run, eval, compare, sample and list."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ppvae import config
-from ppvae.errors import PPVAEError
+from ppvae.errors import Interrupted, PPVAEError
 
 
 def _first_line(obj) -> str:
@@ -20,8 +20,9 @@ def _first_line(obj) -> str:
 def cmd_run(args: argparse.Namespace) -> None:
     from ppvae import experiment, study
 
-    if args.resume:
-        run_dir = experiment.run(None, resume=Path(args.resume))
+    if args.resume:  # positional arguments are all overrides here
+        overrides = [args.experiment, *args.overrides] if args.experiment else args.overrides
+        run_dir = experiment.run(None, resume=Path(args.resume), overrides=overrides)
     elif study.read(args.experiment) is not None:
         folder = study.run(args.experiment, args.scale or "smoke", args.overrides, out=args.out)
         print(f"study folder: {folder}")
@@ -37,16 +38,54 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    import dataclasses
-
     from ppvae import experiment
 
-    cfg, data, trainer, _ = experiment.load_run(Path(args.run_dir))
-    if args.k:
-        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, k=args.k))
+    overrides = [*args.overrides, *([f"eval.k={args.k}"] if args.k else [])]
+    other = [o for o in overrides if not o.startswith("eval.")]
+    if other:
+        raise PPVAEError(f"ppvae eval changes eval.* settings only, not {', '.join(other)}; "
+                         "use 'ppvae run --resume RUN_DIR' to change training.")
+    cfg, data, trainer, _ = experiment.load_run(Path(args.run_dir), overrides)
     metrics = experiment.finish(cfg, Path(args.run_dir), data, trainer)
-    for key in ("test_ll", "test_ll_se", "test_elbo", "test_recon_loglik", "test_kl", "test_recon_mse"):
-        print(f"{key:>18}: {metrics[key]:.4f}")
+    for key in ("test_ll", "test_ll_se", "test_elbo", "test_recon_loglik", "test_kl", "test_recon_mse",
+                "active_units", "khat_share_above_0_7", "khat_share_above_1", "ess_median", "ess_p05"):
+        value = metrics.get(key)
+        print(f"{key:>20}: " + (f"{value:.4f}" if isinstance(value, float) else "-" if value is None else str(value)))
+    for note in metrics.get("eval_notes", []):
+        print(f"note: {note}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from ppvae.compare import compare
+
+    out_dir, tables = compare(args.run_dirs, args.out)
+    print(tables)
+    print(f"comparison: {out_dir / 'comparison.md'}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from ppvae.sampling import sample_run
+
+    out = sample_run(Path(args.run_dir), args.source, args.n, args.components, args.seed, args.quality)
+    print(f"samples: {out['grid']}")
+    if "uncertainty" in out:
+        print(f"per-pixel sigma: {out['uncertainty']}")
+    if "kl_mixture_prior" in out:
+        print(f"KL(mixture || prior): {out['kl_mixture_prior']:.3f} +- {out['kl_mixture_prior_se']:.3f} nats "
+              f"(Monte Carlo, {args.components} components)")
+    if f"fd_{args.source}" in out:
+        print(f"Frechet distance in ppvae's classifier features (not the Inception FID), "
+              f"{out['fd_points']} images: {out[f'fd_{args.source}']:.3f}")
+        print(f"Inception FID: {out.get(f'fid_inception_{args.source}', out['fid_inception'])}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from ppvae import bench
+
+    make = bench.BenchOptions.quick if args.quick else bench.BenchOptions
+    bench.run(make(out=args.out, threads=args.threads, data=args.data, data_dir=args.data_dir, device=args.device,
+                   compile=args.compile, **({"memory": "none"} if args.no_memory else {}),
+                   command=bench.command_line()))
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -82,13 +121,42 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("experiment", nargs="?", help="bundled experiment name or path to a .toml config")
     r.add_argument("overrides", nargs="*", help="config overrides such as train.epochs=5")
     r.add_argument("--out", default="runs", help="parent folder of the run folder (default ./runs)")
-    r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
+    r.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a stopped run from its checkpoint; overrides may change train.epochs, "
+                        "train.lr, train.device and eval.*")
     r.add_argument("--scale", help="for a study: which [study.scales] entry to run (default smoke)")
     r.set_defaults(func=cmd_run)
     e = sub.add_parser("eval", help="re-evaluate a run folder (metrics.json, figures, report.md)")
     e.add_argument("run_dir")
+    e.add_argument("overrides", nargs="*", help="eval.* overrides such as eval.num_test=1000 eval.gradient_study=true")
     e.add_argument("--k", type=int, default=0, help="importance samples (default: the run's eval.k)")
     e.set_defaults(func=cmd_eval)
+    c = sub.add_parser("compare", help="table, ArviZ diagnostics (seeds as chains) and figures across run folders")
+    c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, or folders of run folders (studies)")
+    c.add_argument("--out", help="output folder (default: a new ./runs/compare-DATE-TIME)")
+    c.set_defaults(func=cmd_compare)
+    sa = sub.add_parser("sample", help="decode samples of a trained run from the prior or the aggregate posterior")
+    sa.add_argument("run_dir")
+    sa.add_argument("--from", dest="source", choices=("prior", "aggregate"), default="prior",
+                    help="prior p(z), or a Gaussian mixture fit to the training set's posterior means (default prior)")
+    sa.add_argument("--n", type=int, default=64, help="images in the grid (default 64)")
+    sa.add_argument("--components", type=int, default=32, help="mixture components for --from aggregate (default 32)")
+    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--quality", type=int, default=0, metavar="N",
+                    help="also the Frechet distance of N samples to N test images (classifier features)")
+    sa.set_defaults(func=cmd_sample)
+    b = sub.add_parser("bench", help="time ppvae's trainer and evaluator against hand-written PyTorch")
+    b.add_argument("--quick", action="store_true", help="every case, briefly (about a minute; rough numbers)")
+    b.add_argument("--out", default="bench",
+                   help="output folder for bench.json, bench.md and bench_scaling.png (default ./bench)")
+    b.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default)")
+    b.add_argument("--data", choices=("synthetic", "mnist"), default="synthetic",
+                   help="synthetic binary 784-pixel images (default), or statically binarized MNIST")
+    b.add_argument("--data-dir", default="", help="folder holding MNIST/raw (with --data mnist)")
+    b.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
+    b.add_argument("--no-memory", action="store_true", help="skip the per-case peak-memory processes")
+    b.add_argument("--compile", action="store_true", help="also time torch.compile variants (slow to compile)")
+    b.set_defaults(func=cmd_bench)
     ls = sub.add_parser("list", help="bundled experiments and available components")
     ls.add_argument("--keys", action="store_true", help="list every config key with its default")
     ls.set_defaults(func=cmd_list)
@@ -102,9 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         args.func(args)
+    except Interrupted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 128 + e.signum  # the shell's convention for a process ended by a signal
     except PPVAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("stopped: interrupted; files already written are intact (every write is atomic).", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -60,19 +60,44 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     latent_dim: int = _opt(2, check="> 0")
-    likelihood: str = _opt("bernoulli", choices=("bernoulli", "gaussian_fixed", "gaussian_learned", "gaussian_meanvar"))
-    sigma: float = _opt(1.0, check="> 0", doc="fixed sigma, or initial sigma when learned")
-    prior: str = _opt("normal", choices=("normal",))
+    likelihood: str = _opt("bernoulli", choices=("bernoulli", "gaussian_fixed", "gaussian_learned", "gaussian_optimal",
+                                                 "gaussian_perpixel", "gaussian_meanvar"))
+    sigma: float = _opt(1.0, check="> 0", doc="fixed sigma, or initial sigma when learned or set in closed form")
+    sigma_floor: float = _opt(1e-3, check="> 0", doc="gaussian_optimal/perpixel: lower limit of the closed-form sigma")
+    stage_one_tol: float = _opt(0.01, check="> 0", doc="gaussian_perpixel: stage one ends when the epoch's sigma "
+                                                       "changes by less than this (relative)")
+    stage_one_max_epochs: int = _opt(20, check=">= 1",
+                                     doc="gaussian_perpixel: stage one ends after this many epochs at the latest")
+    prior: str = _opt("normal", choices=("normal", "beta", "mixture01", "mixture"))
+    prior_a: float = _opt(0.2, check="> 0", doc="prior 'beta': Beta(a, b) per dimension (a, b < 1 put the mass near 0 and 1)")
+    prior_b: float = _opt(0.2, check="> 0", doc="prior 'beta': the concentration b")
+    prior_scale: float = _opt(0.1, check="> 0", doc="prior 'mixture01': sd of the components at 0 and 1")
+    prior_components: int = _opt(10, check=">= 1", doc="prior 'mixture': number of learned Gaussian components")
     decoder: NetworkConfig = field(default_factory=NetworkConfig)
     pair: str = _opt("", doc="user pair factory 'file.py:function' or 'module:function'; replaces [model]/[guide] parts")
     conditional: bool = _opt(False, doc="CVAE: decoder and encoder also read the one-hot label (needs labels)")
     top_latent_dim: int = _opt(0, check=">= 0", doc="a second stochastic layer z2 of this size (0: one layer)")
     top: NetworkConfig = field(default_factory=lambda: NetworkConfig(hidden=[100, 100], activation="tanh"))
+    weights: str = _opt("point", choices=("point", "bayesian"),
+                        doc="decoder weights: point estimates, or a mean-field Normal posterior (full variational Bayes)")
+    weight_prior: str = _opt("normal", choices=("normal", "scale_mixture"),
+                             doc="bayesian: N(0, s^2) per weight, or pi N(0, s^2) + (1 - pi) N(0, s_narrow^2)")
+    weight_prior_scale: float = _opt(1.0, check="> 0", doc="bayesian: prior sd s (the wide component of the mixture)")
+    weight_prior_narrow: float = _opt(0.0025, check="> 0", doc="bayesian, scale_mixture: sd of the narrow component")
+    weight_prior_mix: float = _opt(0.5, check="in (0, 1)", doc="bayesian, scale_mixture: weight pi of the wide component")
+    weight_init: str = _opt("", doc="bayesian: a point-estimate run folder whose decoder (posterior means) and "
+                                    "encoder start the run (MAP initialization)")
+    weight_init_scale: float = _opt(0.01, check="> 0", doc="bayesian: initial posterior sd of every weight")
+    local_reparam: bool = _opt(True, doc="bayesian: local reparameterization trick (estimators trace and meanfield only)")
 
 
 @dataclass
 class GuideConfig:
-    family: str = _opt("normal", choices=("normal", "delta"))
+    family: str = _opt("normal", choices=("normal", "delta", "beta", "kumaraswamy", "lowrank", "flow"))
+    rank: int = _opt(2, check=">= 1", doc="family 'lowrank': rank of the covariance factor")
+    flow_layers: int = _opt(2, check=">= 1", doc="family 'flow': number of IAF layers")
+    flow_hidden: list = _opt([], doc="family 'flow': hidden widths of each layer's MADE network ([]: 4 x latent_dim)")
+    flow_context: int = _opt(32, check=">= 1", doc="family 'flow': size of the context h(x) the encoder passes to the layers")
     encoder: NetworkConfig = field(default_factory=NetworkConfig)
     noise: float = _opt(0.0, check=">= 0", doc="denoising VAE: salt-and-pepper level on the encoder input in training")
     noise_schedule: str = _opt("constant", choices=("constant", "linear"), doc="linear: decrease noise to noise_end")
@@ -114,12 +139,19 @@ class EvalConfig:
     gradient_study: bool = _opt(False, doc="after evaluation, measure the variance and SNR of every estimator's "
                                            "gradient at the trained parameters (gradient_variance.*)")
     gradient_ks: list = _opt([1, 5, 50], doc="gradient study: samples per data point k (particles for trace/meanfield)")
-    gradient_repeats: int = _opt(200, check=">= 2", doc="gradient study: independent gradient estimates per setting")
+    gradient_repeats: int = _opt(100, check=">= 2", doc="gradient study: independent gradient estimates per setting")
     gradient_batch: int = _opt(100, check=">= 1", doc="gradient study: training points in the fixed batch")
+    extra_k: list = _opt([], doc="further IWAE bounds on the same test points, reported as test_ll_k{K} (e.g. [20])")
+    sample_quality: int = _opt(0, check=">= 0", doc="generated and test images for the sample-quality distances "
+                                                    "fd_prior / fd_aggregate and KL(mixture || prior) (0: off)")
+    aggregate_components: int = _opt(32, check=">= 1", doc="Gaussian mixture components fit to the aggregate posterior")
 
     def __post_init__(self) -> None:
         if not self.gradient_ks or not all(type(v) is int and v >= 1 for v in self.gradient_ks):
-            raise ConfigError(f"eval.gradient_ks = {self.gradient_ks!r} must be a list of positive integers, e.g. [1, 5, 50].")
+            raise ConfigError(f"eval.gradient_ks = {self.gradient_ks!r} must be a list of positive integers, "
+                              "e.g. [1, 5, 50].")
+        if not all(type(v) is int and v >= 1 for v in self.extra_k):
+            raise ConfigError(f"eval.extra_k = {self.extra_k!r} must be a list of positive integers, e.g. [20].")
 
 
 @dataclass

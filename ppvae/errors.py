@@ -18,9 +18,25 @@ class EstimatorError(PPVAEError):
     """An estimator cannot be used with the given model/guide pair."""
 
 
+class PairError(PPVAEError):
+    """A model/guide pair cannot be built, fails on its first batch, or breaks the pair contract."""
+
+
 class TrainingError(PPVAEError):
-    """Training stopped (non-finite loss or gradient, interruption) with its state saved."""
+    """Training stopped (non-finite loss or gradient, a failing step); the last good checkpoint is kept."""
+
+
+class Interrupted(TrainingError):
+    """Training was stopped by a signal (Ctrl-C, SIGTERM) after saving a checkpoint to resume from."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
 
 
 class CheckpointError(PPVAEError):
     """A checkpoint file is missing, truncated or does not match the run."""
+
+
+class OutOfMemory(PPVAEError):
+    """Even the smallest chunk of a computation does not fit in the device's memory."""

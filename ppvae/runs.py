@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ppvae.contract import one_line
 from ppvae.errors import CheckpointError
 
 CONFIG = "config.json"
@@ -23,11 +25,13 @@ EPOCHS = "metrics.jsonl"
 METRICS = "metrics.json"
 CHECKPOINT = "checkpoint.pt"
 REPORT = "report.md"
+STATUS = "STATUS"  # one line: running, interrupted, failed or trained, and how to continue
 
 
 def new_run_dir(parent: Path | str, name: str) -> Path:
-    """A fresh folder ``parent/name-YYYYmmdd-HHMMSS[-n]``."""
+    """A fresh folder ``parent/name-YYYYmmdd-HHMMSS[-n]``; characters unsafe in a folder name become ``_``."""
     parent = Path(parent)
+    name = re.sub(r"[^\w.+-]", "_", name).lstrip(".") or "run"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
         path = parent / (f"{name}-{stamp}" + (f"-{n}" if n else ""))
@@ -68,6 +72,15 @@ def append_jsonl(path: Path, record: dict) -> None:
     write_bytes_atomic(path, old + (json.dumps(record, default=str) + "\n").encode())
 
 
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    write_bytes_atomic(path, "".join(json.dumps(r, default=str) + "\n" for r in records).encode())
+
+
+def write_status(run_dir: Path, text: str) -> None:
+    """Say in the run folder what state the run is in and how to continue it."""
+    write_bytes_atomic(Path(run_dir) / STATUS, (text.rstrip() + "\n").encode())
+
+
 def read_jsonl(path: Path) -> list[dict]:
     path = Path(path)
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
@@ -85,10 +98,11 @@ def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"No checkpoint at {path}. Was the run started with 'ppvae run'?")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint holds tensors and plain values only, so nothing in it is ever executed
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, unpickling error, wrong format: all mean the file is unusable
         raise CheckpointError(
-            f"The checkpoint {path} is damaged or not a ppvae checkpoint ({type(e).__name__}: {e}). "
+            f"The checkpoint {path} is damaged or not a ppvae checkpoint ({one_line(e)}). "
             "Restore it from a backup or start the run again."
         ) from None
     if not isinstance(state, dict) or "trainer" not in state:
