@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro import poutine
 from torch import nn
 
 
@@ -46,9 +49,23 @@ class VAEModel(nn.Module):
         return self.likelihood.mean(self.decoder(with_labels(z, y, self.num_classes)))
 
     def metrics(self) -> dict[str, float]:
-        """Scalars worth logging each epoch: the likelihood's sigma when it has one."""
+        """Scalars worth logging each epoch: the likelihood's sigma when it has one, and its own metrics."""
         sigma = getattr(self.likelihood, "sigma", None)
-        return {} if sigma is None else {"likelihood_sigma": float(sigma)}
+        out = {} if sigma is None else {"likelihood_sigma": float(sigma)}
+        return out | (self.likelihood.metrics() if hasattr(self.likelihood, "metrics") else {})
+
+    def after_step(self, model: nn.Module, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """Trainer hook: a likelihood with a closed-form update (``after_step(out, x)``) gets the
+        decoder outputs for z drawn from the guide on the batch just trained on."""
+        update = getattr(self.likelihood, "after_step", None)
+        if update is not None:
+            z = poutine.trace(guide).get_trace(x, y).nodes["z"]["value"]
+            update(self.decoder(with_labels(z, y, self.num_classes)), x)
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Trainer hook, passed on to the likelihood (e.g. a staged schedule)."""
+        if hasattr(self.likelihood, "on_epoch_end"):
+            self.likelihood.on_epoch_end(epoch)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         pyro.module(self.name, self)

@@ -80,3 +80,56 @@ def heatmap(values: Sequence[Sequence[float]], rows: Sequence[str], cols: Sequen
     ax.set_title(title)
     fig.colorbar(im, ax=ax)
     return _save(fig, path)
+
+
+def _canvas(images: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Flat images ``[N, D]`` side by side in one row, one pixel apart (NaN between them)."""
+    n = images.shape[0]
+    canvas = np.full((h, n * (w + 1) - 1), np.nan)
+    for i, img in enumerate(images.reshape(n, -1)[:, : h * w]):
+        canvas[:, i * (w + 1): i * (w + 1) + w] = img.reshape(h, w)
+    return canvas
+
+
+def image_rows(rows: Sequence[tuple[str, np.ndarray, bool]], image_shape: Sequence[int], path: Path, *,
+               title: str = "") -> Path:
+    """One labelled row per ``(label, images [N, D], is_sigma)``: grey levels in [0, 1], or per-pixel
+    sigma on one colour scale (their min to max) shared by all sigma rows, with a colour bar (uncertainty maps)."""
+    h, w = image_shape[-2], image_shape[-1]
+    sigmas = [np.asarray(imgs) for _, imgs, is_sigma in rows if is_sigma]
+    lo, hi = (float(min(s.min() for s in sigmas)), float(max(s.max() for s in sigmas))) if sigmas else (0.0, 1.0)
+    n = max(imgs.shape[0] for _, imgs, _ in rows)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(max(4, n * w / 12), 0.3 + len(rows) * h / 12 * 1.15), squeeze=False)
+    for ax, (label, imgs, is_sigma) in zip(axes[:, 0], rows):
+        canvas = _canvas(np.asarray(imgs, dtype=np.float32), h, w)
+        im = ax.imshow(canvas, cmap="magma" if is_sigma else "gray", vmin=lo if is_sigma else 0,
+                       vmax=hi if is_sigma else 1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center")
+        if is_sigma:
+            fig.colorbar(im, ax=ax, fraction=0.02, pad=0.01, label="sigma")
+    axes[0, 0].set_title(title)
+    return _save(fig, path)
+
+
+def log_density_grid(extent: tuple[float, float, float, float], panels: Sequence[Sequence[np.ndarray]],
+                     row_labels: Sequence[str], col_labels: Sequence[str], path: Path, *, span: float = 12.0,
+                     title: str = "") -> Path:
+    """2-D log densities on a square grid (rows x columns of panels, each ``[G, G]`` indexed [y, x]),
+    shown over the top ``span`` nats of each panel so the tails do not wash out the shape."""
+    nr, nc = len(panels), len(panels[0])
+    fig, axes = plt.subplots(nr, nc, figsize=(3.0 * nc, 2.8 * nr), squeeze=False)
+    for i, row in enumerate(panels):
+        for j, logp in enumerate(row):
+            top = float(np.max(logp))
+            ax = axes[i, j]
+            ax.imshow(np.clip(logp, top - span, top), origin="lower", extent=extent, cmap="viridis", aspect="equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(col_labels[j], fontsize=9)
+            if j == 0:
+                ax.set_ylabel(row_labels[i], fontsize=9)
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -113,8 +113,18 @@ def run(name_or_path: str, scale: str = "smoke", overrides: list[str] = (), out:
 
 
 def study_figures(folder: Path, planned: list[tuple[str, Config]], rows: list[dict], keys: list[str]) -> None:
-    """Bound curves of every run against training samples seen; a heatmap for two-key grids."""
+    """Bound curves of every run against training samples seen; a heatmap for two-key grids; the
+    2-D latent log densities of every run in one figure when all runs have them (eval.sample_quality)."""
+    import numpy as np
+
     from ppvae import plots
+    from ppvae.sample_quality import DENSITY_FILE
+    from ppvae.sampling import density_figure
+
+    densities = [folder / r["folder"] / DENSITY_FILE for r in rows]
+    if all(p.is_file() for p in densities):
+        density_figure([np.load(p)["panels"] for p in densities], [r["run"] for r in rows],
+                       folder / "latent_density.png")
 
     series = {}
     for (label, cfg), row in zip(planned, rows):
