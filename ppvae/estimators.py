@@ -38,7 +38,7 @@ from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 
 from ppvae.config import EstimatorConfig
 from ppvae.errors import EstimatorError
-from ppvae.importance import is_latent, iwae_bound, log_weights, max_plate_nesting
+from ppvae.importance import Direct, direct_pair, direct_pass, is_latent, iwae_bound, log_weights, max_plate_nesting
 
 log = logging.getLogger(__name__)
 
@@ -87,20 +87,40 @@ class Estimator(abc.ABC):
     def _weighted(self, fn: Callable) -> Callable:
         return fn if self.beta == 1.0 else KLWeight(self.beta)(fn)
 
+    def _beta_times(self, latent: torch.Tensor) -> torch.Tensor:
+        return latent if self.beta == 1.0 else self.beta * latent
+
+
+def _mean_particles(total: torch.Tensor, d: Direct) -> torch.Tensor:
+    """A sum over particles and data points, averaged over the particles (as Pyro's ELBOs do)."""
+    n = d.obs.shape[0]
+    return total if n == 1 else total / n
+
 
 class _PyroELBO(Estimator):
-    """Wraps a Pyro ELBO object; the KL weight enters as a scale on latent sites."""
+    """Wraps a Pyro ELBO object; the KL weight enters as a scale on latent sites.
+
+    For library pairs the same loss is computed from one :func:`~ppvae.importance.direct_pass`
+    (see :mod:`ppvae.importance`); ``tests/test_direct_path.py`` checks that both paths agree.
+    """
 
     @abc.abstractmethod
     def _make(self) -> pyro.infer.ELBO:
         """The Pyro ELBO object this estimator wraps."""
+
+    @abc.abstractmethod
+    def _elbo(self, d: Direct) -> torch.Tensor:
+        """The ELBO summed over the batch, averaged over particles, from a direct pass."""
 
     def __init__(self, cfg: EstimatorConfig):
         super().__init__(cfg)
         self.elbo = self._make()
 
     def __call__(self, model, guide, x, y=None) -> Objective:
-        loss = self.elbo.differentiable_loss(self._weighted(model), self._weighted(guide), x, y)
+        if direct_pair(model, guide, x, y):
+            loss = -self._elbo(direct_pass(model, guide, x, y, k=self.cfg.num_particles))
+        else:
+            loss = self.elbo.differentiable_loss(self._weighted(model), self._weighted(guide), x, y)
         return Objective(loss, loss.detach())
 
 
@@ -111,6 +131,9 @@ class TraceEstimator(_PyroELBO):
         n = self.cfg.num_particles
         return Trace_ELBO(num_particles=n, vectorize_particles=n > 1)
 
+    def _elbo(self, d: Direct) -> torch.Tensor:
+        return _mean_particles((d.obs + self._beta_times(d.log_p - d.log_q)).sum(), d)
+
 
 class MeanFieldEstimator(_PyroELBO):
     name = "meanfield"
@@ -118,6 +141,14 @@ class MeanFieldEstimator(_PyroELBO):
     def _make(self):
         n = self.cfg.num_particles
         return TraceMeanField_ELBO(num_particles=n, vectorize_particles=n > 1)
+
+    def _elbo(self, d: Direct) -> torch.Tensor:
+        """As Pyro's: closed-form KL where one is registered, else the Monte Carlo term."""
+        try:
+            kl = kl_divergence(d.q, d.prior.expand(d.q.batch_shape)).sum()
+        except NotImplementedError:
+            return _mean_particles((d.obs + self._beta_times(d.log_p - d.log_q)).sum(), d)
+        return _mean_particles(d.obs.sum(), d) - self._beta_times(kl)
 
     def check(self, model, guide, x, y=None) -> None:
         """Find latent sites without a registered closed-form KL: warn, record, or refuse."""
