@@ -3,11 +3,14 @@
 Installed as ``ppvae.models`` (the folder is mapped in pyproject.toml).
 """
 
-from .likelihoods import LIKELIHOODS, Bernoulli, GaussianFixed, GaussianLearned, GaussianMeanVar
-from .priors import PRIORS, StandardNormal
+from .likelihoods import (LIKELIHOODS, Bernoulli, GaussianFixed, GaussianLearned, GaussianMeanVar, GaussianOptimal,
+                          GaussianPerPixel)
+from .bayesian import BayesianVAEModel
+from .priors import PRIORS, GaussianMixture, SparseBeta, StandardNormal, ZeroOneMixture
 from .vae import VAEModel
 
 __all__ = [
-    "LIKELIHOODS", "PRIORS", "Bernoulli", "GaussianFixed", "GaussianLearned", "GaussianMeanVar",
-    "StandardNormal", "VAEModel",
+    "LIKELIHOODS", "PRIORS", "Bernoulli", "GaussianFixed", "GaussianLearned", "GaussianMeanVar", "GaussianOptimal",
+    "GaussianPerPixel",
+    "StandardNormal", "VAEModel", "SparseBeta", "ZeroOneMixture", "GaussianMixture", "BayesianVAEModel",
 ]

@@ -19,6 +19,7 @@ from ppvae.config import Config
 from ppvae.data import Dataset
 from ppvae.errors import ConfigError, DataError
 from ppvae.guides import FAMILIES, DiagonalNormal, VAEGuide
+from ppvae.guides.bayesian import bayesian_pair
 from ppvae.guides.denoising import DenoisingGuide
 from ppvae.guides.hierarchical import TwoLayerGuide
 from ppvae.models import LIKELIHOODS, PRIORS, StandardNormal, VAEModel
@@ -61,7 +62,11 @@ def build_pair(cfg: Config, data: Dataset) -> Pair:
             f"model.likelihood = {m.likelihood!r} needs binary data, but {data.name!r} has grey levels. "
             "Set data.binarize = 'dynamic' (or 'static' / 'threshold'), or choose a Gaussian likelihood."
         )
-    model, guide = (_two_layer_pair if m.top_latent_dim else _one_layer_pair)(cfg, data, likelihood)
+    builder = bayesian_pair if m.weights == "bayesian" else _two_layer_pair if m.top_latent_dim else _one_layer_pair
+    model, guide = builder(cfg, data, likelihood)
+    if hasattr(likelihood, "after_step") and not hasattr(model, "after_step"):
+        raise ConfigError(f"model.likelihood = {m.likelihood!r} sets sigma in closed form after each step, which "
+                          f"{type(model).__name__} does not run; use 'gaussian_learned' (sigma learned by gradient).")
     return model, (DenoisingGuide(guide, g.noise) if g.noise > 0 else guide)
 
 
@@ -70,7 +75,10 @@ def _one_layer_pair(cfg: Config, data: Dataset, likelihood: nn.Module) -> Pair:
     classes = _conditioning_classes(cfg, data)
     out_dim = data.x_dim * likelihood.outputs_per_pixel
     decoder = make_network(m.decoder, m.latent_dim + classes, out_dim, data.image_shape, "decoder")
-    model = VAEModel(PRIORS[m.prior].from_config(cfg, data), decoder, likelihood, num_classes=classes)
+    prior = PRIORS[m.prior].from_config(cfg, data)
+    if getattr(prior, "decoder_input", None) is not None:  # e.g. the Beta prior's latent is logit(code)
+        decoder = nn.Sequential(prior.decoder_input, decoder)
+    model = VAEModel(prior, decoder, likelihood, num_classes=classes)
     family = FAMILIES[g.family].from_config(cfg, data)
     encoder = make_network(g.encoder, data.x_dim + classes, family.outputs, data.image_shape)
     return model, VAEGuide(encoder, family, num_classes=classes)
