@@ -18,13 +18,26 @@ class DenoisingGuide(nn.Module):
     """Wrap a guide so that, in training mode, it encodes ``x`` corrupted by salt-and-pepper noise.
 
     The wrapped pair optimizes the denoising variational bound E_{p(x~|x)} ELBO(q(z|x~)); in
-    eval mode (evaluation, figures) the guide sees clean inputs. ``level`` may be changed
-    between steps, which is how a decreasing noise schedule is applied.
+    eval mode (evaluation, figures) the guide sees clean inputs. With ``end`` and ``epochs``
+    the level falls linearly from ``level`` in the first epoch to ``end`` in the last (the
+    trainer's ``on_epoch_end`` hook moves it; it is checkpointed as the module's extra state).
     """
 
-    def __init__(self, guide: Callable, level: float):
+    def __init__(self, guide: Callable, level: float, end: float | None = None, epochs: int = 1):
         super().__init__()
-        self.guide, self.level = guide, level
+        self.guide, self.start, self.epochs = guide, level, epochs
+        self.end = level if end is None else end
+        self.level = level
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Set the level for the next epoch (``epoch`` epochs are done)."""
+        self.level = self.start + (self.end - self.start) * min(1.0, epoch / max(1, self.epochs - 1))
+
+    def get_extra_state(self) -> dict:
+        return {"level": self.level}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.level = state["level"]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         if self.training and self.level > 0:

@@ -67,7 +67,10 @@ def build_pair(cfg: Config, data: Dataset) -> Pair:
     if hasattr(likelihood, "after_step") and not hasattr(model, "after_step"):
         raise ConfigError(f"model.likelihood = {m.likelihood!r} sets sigma in closed form after each step, which "
                           f"{type(model).__name__} does not run; use 'gaussian_learned' (sigma learned by gradient).")
-    return model, (DenoisingGuide(guide, g.noise) if g.noise > 0 else guide)
+    if g.noise > 0:
+        end = g.noise_end if g.noise_schedule == "linear" else g.noise
+        guide = DenoisingGuide(guide, g.noise, end, cfg.train.epochs)
+    return model, guide
 
 
 def _one_layer_pair(cfg: Config, data: Dataset, likelihood: nn.Module) -> Pair:

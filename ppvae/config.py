@@ -54,7 +54,7 @@ class DataConfig:
     test_fraction: float = _opt(0.2, check="in (0, 1)", doc="held-out share for sets without an official split")
     max_train: int = _opt(0, check=">= 0", doc="use only the first N training points (0: all)")
     max_test: int = _opt(0, check=">= 0", doc="use only the first N test points (0: all)")
-    seed: int = _opt(0, doc="seed of the split and of static binarization")
+    seed: int = _opt(0, check="in [0, 4294967295]", doc="seed of the split and of static binarization")
 
 
 @dataclass

@@ -161,8 +161,7 @@ class MeanFieldEstimator(_PyroELBO):
             try:
                 kl_divergence(site["fn"], model_tr.nodes[name]["fn"])
             except NotImplementedError:
-                pair = f"{name}: {type(site['fn']).__name__} || {type(model_tr.nodes[name]['fn']).__name__}"
-                fallback.append(pair)
+                fallback.append(f"{name}: {_family(site['fn'])} || {_family(model_tr.nodes[name]['fn'])}")
         self.notes["kl_monte_carlo_sites"] = fallback
         if fallback:
             msg = ("meanfield: no closed-form KL is registered for " + "; ".join(fallback) +
@@ -171,6 +170,13 @@ class MeanFieldEstimator(_PyroELBO):
                 raise EstimatorError(msg + " Set estimator.strict = false to accept the fallback, or use 'trace'.")
             warnings.warn(msg, stacklevel=2)
             log.warning(msg)
+
+
+def _family(d) -> str:
+    """A distribution's name through ``to_event``: ``Independent(Normal)`` reads ``Normal``."""
+    while isinstance(d, torch.distributions.Independent):
+        d = d.base_dist
+    return type(d).__name__
 
 
 class RenyiEstimator(Estimator):

@@ -1,3 +1,5 @@
+import os
+
 import pyro
 import pytest
 import torch
@@ -11,3 +13,15 @@ def fresh_pyro_state():
     torch.set_num_threads(min(2, torch.get_num_threads()))
     yield
     pyro.clear_param_store()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Nothing a test trains (e.g. the sample-quality feature net) is cached in the user's home."""
+    old = os.environ.get("PPVAE_CACHE")
+    os.environ["PPVAE_CACHE"] = str(tmp_path_factory.mktemp("ppvae-cache"))
+    yield
+    if old is None:
+        os.environ.pop("PPVAE_CACHE")
+    else:
+        os.environ["PPVAE_CACHE"] = old

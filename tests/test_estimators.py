@@ -138,7 +138,7 @@ def test_meanfield_reports_monte_carlo_fallback():
     est = make_estimator(EstimatorConfig(name="meanfield"))
     with pytest.warns(UserWarning, match="Monte Carlo KL"):
         est.check(model, guide, x)
-    assert est.notes["kl_monte_carlo_sites"] == ["z: MultivariateNormal || Independent"]
+    assert est.notes["kl_monte_carlo_sites"] == ["z: MultivariateNormal || Normal"]
     with pytest.raises(EstimatorError, match="strict"):
         make_estimator(EstimatorConfig(name="meanfield", strict=True)).check(model, guide, x)
 

@@ -85,3 +85,21 @@ def test_two_layer_config_is_checked():
     cfg = config.load("quickstart", ["model.top_latent_dim=2", "guide.family=delta"])
     with pytest.raises(ConfigError, match="two stochastic layers"):
         build_pair(cfg, load_dataset(cfg.data))
+
+
+def test_linear_noise_schedule_falls_each_epoch_and_is_checkpointed():
+    cfg = config.load("quickstart", ["guide.noise=0.5", "guide.noise_schedule=linear", "guide.noise_end=0.1",
+                                     "train.epochs=5"])
+    guide = build_pair(cfg, load_dataset(cfg.data))[1]
+    levels = [guide.level]
+    for epoch in range(1, 5):
+        guide.on_epoch_end(epoch)
+        levels.append(guide.level)
+    assert levels == pytest.approx([0.5, 0.4, 0.3, 0.2, 0.1])
+    fresh = build_pair(cfg, load_dataset(cfg.data))[1]
+    fresh.load_state_dict(guide.state_dict())
+    assert fresh.level == pytest.approx(0.1)
+    constant = build_pair(config.load("quickstart", ["guide.noise=0.5", "guide.noise_end=0.1"]),
+                          load_dataset(cfg.data))[1]
+    constant.on_epoch_end(3)
+    assert constant.level == 0.5
