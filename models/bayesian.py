@@ -241,11 +241,16 @@ def weight_posterior_summary(model: BayesianVAEModel) -> dict[str, float]:
 
 @torch.no_grad()
 def weight_draws(guide: Callable, x: torch.Tensor, draws: int) -> list[dict[str, torch.Tensor]]:
-    """``draws`` independent draws of every global (weight) site from the guide."""
+    """``draws`` independent draws of every global (weight) site from the guide.
+
+    The values are copies: the guide's link remembers its latest draw by identity, and a model
+    handed that very tensor would replace it by local-reparameterization noise instead of
+    decoding with the fixed weights.
+    """
     out = []
     for _ in range(draws):
         tr = poutine.trace(guide).get_trace(x[:1])
-        out.append({name: site["value"] for name, site in tr.nodes.items()
+        out.append({name: site["value"].clone() for name, site in tr.nodes.items()
                     if is_latent(site) and not any(f.name == DATA_PLATE for f in site["cond_indep_stack"])})
     return out
 
