@@ -228,7 +228,23 @@ class IWAEEstimator(Estimator):
         return self._nesting[key]
 
     def check(self, model, guide, x, y=None) -> None:
-        log_weights(model, guide, x, y, k=1, nesting=self._nesting_of(model, guide, x, y))
+        """Refuse global latent sites (outside the data plate) drawn anew for each of the k samples.
+
+        With ``log p(theta) - log q(theta)`` outside the logsumexp, the objective is a lower bound
+        on log p(x) only when the k samples of every data point share one draw of theta (as
+        ppvae's Bayesian decoder guide does); the random state is restored after the check.
+        """
+        rng = pyro.util.get_rng_state()
+        try:
+            lw = log_weights(model, guide, x, y, k=2, nesting=self._nesting_of(model, guide, x, y))
+        finally:
+            pyro.util.set_rng_state(rng)
+        if not torch.equal(lw.global_[0], lw.global_[1]):
+            raise EstimatorError(
+                "iwae: the guide draws its global latent sites (outside pyro.plate('data')) separately for "
+                "each of the k samples, and with their log p - log q outside the logsumexp that is not a bound "
+                "on log p(x). Draw them once per call and share the draw across the enclosing plates (see "
+                "ppvae.guides.bayesian.WeightPosterior), or use the 'trace' estimator.")
 
     def __call__(self, model, guide, x, y=None) -> Objective:
         k, gradient = self.cfg.k, self.cfg.gradient

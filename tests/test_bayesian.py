@@ -3,8 +3,10 @@ reparameterization trick, MAP initialization and predictive evaluation."""
 
 import math
 import warnings
+from functools import partial
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
@@ -17,7 +19,7 @@ from ppvae.estimators import make_estimator
 from ppvae.evaluate import decode_mean
 from ppvae.guides.bayesian import decode_weight_draws, pointwise_log_likelihood
 from ppvae.importance import DATA_PLATE, PARTICLE_PLATE, log_weights
-from ppvae.models.bayesian import weight_kl
+from ppvae.models.bayesian import Preset, plate_shape, weight_kl
 from ppvae.train import Trainer
 
 TINY = ["model.weights=bayesian", "model.latent_dim=2", "model.decoder.hidden=[4]", "guide.encoder.hidden=[4]"]
@@ -208,3 +210,45 @@ def test_weight_draws_decode_with_fixed_weights_under_local_reparameterization()
     draws = decode_weight_draws(model, guide, z, data.test_x, draws=3)
     torch.testing.assert_close(draws, draws[:, :1].expand_as(draws), rtol=0, atol=0)
     assert (draws[0] - draws[-1]).abs().max() > 1e-3
+
+
+def test_iwae_with_global_weights_is_a_bound_that_tends_to_the_weight_elbo():
+    """x_n = w z_n + noise with a global w and local z_n: log p(x_n | w) = log N(x_n; 0, w^2 + s^2) and
+    log p(X) are exact by quadrature over w. IWAE_k over z with log p(w) - log q(w) once, outside the
+    logsumexp, lies below log p(X), grows with k, and tends to E_q(w) log p(X | w) - KL(q(w) || p(w))."""
+    x = torch.tensor([[0.3], [-1.4], [2.0], [0.8]], dtype=torch.float64)
+    noise, q_loc, q_scale = 0.5, 1.5, 0.2  # q(w) off the posterior: a KL of a few nats
+
+    def model(x, y=None):
+        w = pyro.sample("w", dist.Normal(x.new_zeros(1), 1.0).to_event(1))
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(1), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(w * z, noise).to_event(1), obs=x)
+
+    def guide(x, y=None, share=True):
+        q = dist.Normal(x.new_full((1,), q_loc), q_scale).to_event(1)
+        with Preset({"w": q.sample().expand(plate_shape() + (1,))} if share else {}):  # one w for all k samples
+            pyro.sample("w", q)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(0.4 * x, 0.8).to_event(1))
+
+    w = torch.linspace(-8, 8, 160_001, dtype=torch.float64)
+    log_lik = dist.Normal(0.0, (w**2 + noise**2).sqrt()[:, None]).log_prob(x[:, 0]).sum(-1)  # log p(X | w)
+    log_px = torch.logsumexp(log_lik + dist.Normal(0.0, 1.0).log_prob(w), 0) + math.log(w[1] - w[0])
+    q = dist.Normal(q_loc, q_scale)
+    limit = torch.trapezoid(q.log_prob(w).exp() * log_lik, w) - torch.distributions.kl_divergence(
+        q, dist.Normal(0.0, 1.0))
+    means = []
+    for k in (1, 10, 2000):
+        est = make_estimator(config.EstimatorConfig(name="iwae", k=k))
+        with torch.no_grad():
+            bounds = torch.tensor([-est(model, guide, x).loss.item() for _ in range(400)])
+        se = bounds.std().item() / math.sqrt(len(bounds))
+        assert bounds.mean().item() < log_px.item() + 3 * se
+        means.append((bounds.mean().item(), se))
+    assert means[0][0] < means[1][0] < means[2][0]
+    assert log_px.item() - limit.item() > 1.0  # the weight KL matters, so counting it wrongly would show
+    assert means[2][0] == pytest.approx(limit.item(), abs=4 * means[2][1] + 0.02)
+    # a w drawn anew for each sample makes the same objective no bound: refused before training
+    with pytest.raises(EstimatorError, match="share the draw"):
+        make_estimator(config.EstimatorConfig(name="iwae", k=10)).check(model, partial(guide, share=False), x)
