@@ -7,6 +7,7 @@ the closed-form maximum-likelihood solution in ``ppvae.models.ppca.fit_ml``).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -18,14 +19,23 @@ from ppvae.models.ppca import PPCAParams, exact_log_likelihood, fit_ml
 class GMM(NamedTuple):
     weights: torch.Tensor  # [K]
     means: torch.Tensor  # [K, D]
-    covariances: torch.Tensor  # [K, D, D]
+    covariances: torch.Tensor  # [K, D, D], or the variances [K, D] of a diagonal mixture
     history: list[float]  # mean log-likelihood per iteration
+
+
+def _component_log_prob(gmm: GMM, x: torch.Tensor) -> torch.Tensor:
+    """log N(x_n | mean_k, cov_k) as [N, K]; a diagonal mixture uses matrix products, as scikit-learn does,
+    so 784-D images never need D x D matrices or [N, K, D] tensors."""
+    if gmm.covariances.dim() == 2:
+        prec = 1.0 / gmm.covariances
+        const = (gmm.means**2 * prec + torch.log(2 * math.pi * gmm.covariances)).sum(1)
+        return -0.5 * (x**2 @ prec.T - 2 * x @ (gmm.means * prec).T + const)
+    return MultivariateNormal(gmm.means, covariance_matrix=gmm.covariances).log_prob(x[:, None, :])
 
 
 def gmm_log_likelihood(gmm: GMM, x: torch.Tensor) -> torch.Tensor:
     """log p(x) per data point under the mixture."""
-    comp = MultivariateNormal(gmm.means, covariance_matrix=gmm.covariances)
-    return torch.logsumexp(gmm.weights.log() + comp.log_prob(x[:, None, :]), dim=-1)
+    return torch.logsumexp(gmm.weights.log() + _component_log_prob(gmm, x), dim=-1)
 
 
 def fit_gmm(x: torch.Tensor, k: int, *, iterations: int = 300, tol: float = 1e-7, reg: float = 1e-6,
@@ -42,21 +52,22 @@ def fit_gmm(x: torch.Tensor, k: int, *, iterations: int = 300, tol: float = 1e-7
         dist2 = torch.cdist(x, x[centers]).min(1).values ** 2
         centers.append(int(torch.multinomial(dist2 / dist2.sum(), 1, generator=g)))
     eye = torch.eye(d, dtype=x.dtype)
-    cov = torch.cov(x.T, correction=0)
-    cov = torch.diag_embed(cov.diagonal()) if diagonal else cov
-    gmm = GMM(torch.full((k,), 1.0 / k, dtype=x.dtype), x[centers].clone(), cov.expand(k, d, d) + reg * eye, [])
+    if diagonal:
+        cov = x.var(0, correction=0).expand(k, d) + reg
+    else:
+        cov = torch.cov(x.T, correction=0).expand(k, d, d) + reg * eye
+    gmm = GMM(torch.full((k,), 1.0 / k, dtype=x.dtype), x[centers].clone(), cov, [])
     for _ in range(iterations):
-        comp = MultivariateNormal(gmm.means, covariance_matrix=gmm.covariances)
-        joint = gmm.weights.log() + comp.log_prob(x[:, None, :])  # [N, K]
+        joint = gmm.weights.log() + _component_log_prob(gmm, x)  # [N, K]
         ll = torch.logsumexp(joint, 1, keepdim=True)
         gmm.history.append(ll.mean().item())
         resp = (joint - ll).exp()
         nk = resp.sum(0) + 10 * torch.finfo(x.dtype).eps
         means = resp.T @ x / nk[:, None]
-        centered = x[None] - means[:, None]  # [K, N, D]
-        if diagonal:
-            covs = torch.diag_embed(torch.einsum("kn,kni->ki", resp.T, centered**2) / nk[:, None] + reg)
+        if diagonal:  # E_r[x^2] - mean^2, as scikit-learn: no [K, N, D] tensor
+            covs = resp.T @ x**2 / nk[:, None] - means**2 + reg
         else:
+            centered = x[None] - means[:, None]  # [K, N, D]
             covs = torch.einsum("kn,kni,knj->kij", resp.T, centered, centered) / nk[:, None, None] + reg * eye
         gmm = GMM(nk / n, means, covs, gmm.history)
         if len(gmm.history) > 1 and abs(gmm.history[-1] - gmm.history[-2]) < tol:
