@@ -145,6 +145,12 @@ class EvalConfig:
     sample_quality: int = _opt(0, check=">= 0", doc="generated and test images for the sample-quality distances "
                                                     "fd_prior / fd_aggregate and KL(mixture || prior) (0: off)")
     aggregate_components: int = _opt(32, check=">= 1", doc="Gaussian mixture components fit to the aggregate posterior")
+    theory: bool = _opt(False, doc="add test log-likelihoods of pPCA (closed-form ML and EM) and a GMM by EM fitted to "
+                                   "the same data and, for a linear-Gaussian pair, the exact log p(x) = ELBO + "
+                                   "KL(q || p(z|x)) (ppvae.theory)")
+    gmm_components: int = _opt(10, check=">= 1", doc="theory: components of the GMM baseline (diagonal above 64 pixels)")
+    decoder_figures: bool = _opt(False, doc="draw mu(z), ancestral samples from p(x|z) and mu(z) +/- 1, 2 sigma; "
+                                            "with a 2-D latent also q(z|x) means and 1-sd ellipses by label")
 
     def __post_init__(self) -> None:
         if not self.gradient_ks or not all(type(v) is int and v >= 1 for v in self.gradient_ks):
@@ -241,6 +247,9 @@ def from_dict(raw: dict) -> Config:
     cfg = _build(Config, raw, "")
     _validate_network("model.decoder", cfg.model.decoder)
     _validate_network("guide.encoder", cfg.guide.encoder)
+    if cfg.eval.theory and not cfg.model.pair and (cfg.model.likelihood == "bernoulli" or cfg.model.conditional):
+        raise ConfigError("eval.theory compares densities on R^D with unconditional EM baselines: it needs a Gaussian "
+                          "likelihood (not 'bernoulli') and model.conditional = false.")
     if cfg.data.name == "npz" and not cfg.data.path:
         raise ConfigError("data.name = 'npz' needs data.path = 'file.npz' (an array 'x', optional 'y').")
     return cfg

@@ -15,7 +15,7 @@ import pyro
 import torch
 from tqdm import tqdm
 
-from ppvae import gradients, plots, runs
+from ppvae import gradients, plots, runs, theory
 from ppvae.build import build_pair
 from ppvae.config import Config, apply_overrides, from_dict, to_dict
 from ppvae.contract import reported_as
@@ -24,7 +24,7 @@ from ppvae.errors import CheckpointError, ConfigError, DataError, Interrupted, T
 from ppvae.estimators import make_estimator
 from ppvae.evaluate import decode_mean, evaluate_detailed, log_likelihood, posterior_mean, prior_samples
 from ppvae.sample_quality import generation_metrics
-from ppvae.sampling import uncertainty_figures
+from ppvae.sampling import decoder_figures, uncertainty_figures
 from ppvae.train import Trainer, resolve_device, seed_everything, stop_on_signals
 
 RESUMABLE = ("train.epochs", "train.lr", "train.device", "eval.")  # what ``--resume`` overrides may change
@@ -250,15 +250,23 @@ def finish(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: d
         quality, quality_figs = generation_metrics(cfg, run_dir, data, trainer.model, trainer.guide)
         metrics |= quality
         figs += quality_figs
-    study = ""
+    if cfg.eval.decoder_figures:
+        figs += decoder_figures(trainer.model, trainer.guide, data, run_dir)
+    sections = []
+    if cfg.eval.theory:
+        metrics |= theory.metrics(trainer.model, trainer.guide, data, n, cfg.model.latent_dim,
+                                  cfg.eval.gmm_components, cfg.train.seed)
+        sections.append(("Theory vs practice", theory.report(metrics)))
     if cfg.eval.gradient_study:
         rows = gradients.run_study(cfg, data, trainer.model, trainer.guide, trainer.params)
         paths, study = gradients.write(run_dir, rows, cfg.eval.gradient_repeats)
         metrics["gradient_study"] = rows
         figs.append(paths[-1])
+        sections.append(("Gradient-estimator study", study))
     runs.write_json(run_dir / runs.METRICS, metrics)
     write_report(cfg, run_dir, metrics, figs)
-    if study:
+    if sections:
         report = run_dir / runs.REPORT
-        runs.write_bytes_atomic(report, report.read_bytes() + f"\n## Gradient-estimator study\n\n{study}".encode())
+        text = "".join(f"\n## {title}\n\n{body}" for title, body in sections)
+        runs.write_bytes_atomic(report, report.read_bytes() + text.encode())
     return metrics

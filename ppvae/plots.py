@@ -133,3 +133,31 @@ def log_density_grid(extent: tuple[float, float, float, float], panels: Sequence
                 ax.set_ylabel(row_labels[i], fontsize=9)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def posterior_ellipses(panels: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]], path: Path, *,
+                       max_ellipses: int = 300) -> Path:
+    """One panel per ``(title, loc [N, 2], scale [N, 2], labels [N] or None)``: posterior means coloured by label,
+    1-sd ellipses of the first ``max_ellipses`` points, and the prior's unit circle (dashed) for scale."""
+    from matplotlib.collections import EllipseCollection
+    from matplotlib.patches import Circle
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8), squeeze=False)
+    for ax, (title, loc, scale, labels) in zip(axes[0], panels):
+        colors = plt.cm.tab10(np.zeros(len(loc), int) if labels is None else np.asarray(labels) % 10)
+        k = min(max_ellipses, len(loc))
+        ax.add_collection(EllipseCollection(2 * scale[:k, 0], 2 * scale[:k, 1], np.zeros(k), units="xy",
+                                            offsets=loc[:k], offset_transform=ax.transData,
+                                            facecolors=colors[:k, :3], alpha=0.12, edgecolors="none"))
+        ax.scatter(loc[:, 0], loc[:, 1], c=colors, s=3)
+        ax.add_patch(Circle((0, 0), 1.0, fill=False, ls="--", color="k", lw=0.8))
+        reach = float(np.max(np.abs(loc[:k]) + scale[:k])) if k else 1.0
+        lim = max(1.2, reach, float(np.percentile(np.abs(loc), 99.5)) if len(loc) else 1.0) * 1.05
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("$z_1$")
+    axes[0, 0].set_ylabel("$z_2$")
+    fig.suptitle("q(z|x) over test points: means and 1-sd ellipses (dashed: prior 1 sd)")
+    return _save(fig, path)

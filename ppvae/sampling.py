@@ -12,6 +12,7 @@ Everything reads the sites ``z`` and ``x`` of the pair, so user pairs work uncha
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 from pyro import poutine
 from sklearn.mixture import GaussianMixture
 
-from ppvae import plots
+from ppvae import plots, runs
 from ppvae.data import Dataset
 from ppvae.errors import ConfigError
 from ppvae.evaluate import posterior_mean
@@ -67,11 +68,25 @@ def prior_draws(model: Callable, x_template: torch.Tensor, n: int, y: torch.Tens
 
 
 @torch.no_grad()
+def site(model: Callable, name: str, z: torch.Tensor, x_template: torch.Tensor,
+         y: torch.Tensor | None = None) -> dist.Distribution:
+    """The distribution at the model's site ``name`` with ``z`` fixed: p(z) for ``"z"``, p(x|z) for ``"x"``."""
+    tr = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(_expand(x_template, z.shape[0]), y)
+    return tr.nodes[name]["fn"]
+
+
+def normal_parts(fn: dist.Distribution) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(loc, scale), expanded to the batch shape, of a diagonal Normal (Normal or Independent(Normal)); else None."""
+    base = fn.base_dist if isinstance(fn, torch.distributions.Independent) else fn
+    if not isinstance(base, torch.distributions.Normal):
+        return None
+    return base.loc.expand(base.batch_shape), base.scale.expand(base.batch_shape)
+
+
 def prior_log_prob(model: Callable, z: torch.Tensor, x_template: torch.Tensor,
                    y: torch.Tensor | None = None) -> torch.Tensor:
     """log p(z) per row of ``z``, read off the model's ``z`` site."""
-    tr = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(_expand(x_template, z.shape[0]), y)
-    return tr.nodes["z"]["fn"].log_prob(z)
+    return site(model, "z", z, x_template, y).log_prob(z)
 
 
 @torch.no_grad()
@@ -91,13 +106,11 @@ def decode(model: Callable, z: torch.Tensor, x_template: torch.Tensor,
     The sigma is returned only when p(x|z) is Gaussian with a scale that varies over pixels
     (a per-pixel head, or K&W's mean/log-variance decoder); a global or fixed sigma gives None.
     """
-    tr = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(_expand(x_template, z.shape[0]), y)
-    fn = tr.nodes["x"]["fn"]
-    base = fn.base_dist if isinstance(fn, torch.distributions.Independent) else fn
-    mean = fn.mean.reshape(z.shape[0], -1)
-    if not isinstance(base, torch.distributions.Normal):
+    fn = site(model, "x", z, x_template, y)
+    mean, parts = fn.mean.reshape(z.shape[0], -1), normal_parts(fn)
+    if parts is None:
         return mean, None
-    sigma = base.scale.expand(base.batch_shape).reshape(z.shape[0], -1)
+    sigma = parts[1].reshape(z.shape[0], -1)
     return mean, (sigma if bool((sigma != sigma[:, :1]).any()) else None)
 
 
@@ -133,6 +146,47 @@ def uncertainty_figures(model: Callable, guide: Callable, data: Dataset, run_dir
                                run_dir / "uncertainty_samples.png",
                                title="samples from the prior: mean and predicted per-pixel sigma")
     return [recon, samples]
+
+
+POSTERIOR_FILE = "posterior_2d.npz"  # q(z|x) means and sds over test points of a 2-D latent, with labels
+
+
+@torch.no_grad()
+def decoder_figures(model: Callable, guide: Callable, data: Dataset, run_dir: Path, n: int = 10) -> list[Path]:
+    """What p(x|z) says beyond its mean: for z from the prior, mu(z), a true ancestral sample x ~ p(x|z)
+    and, for a Gaussian, mu(z) -/+ 1, 2 sigma and sigma itself (``decoder_samples.png``). With a 2-D
+    Gaussian q(z|x), also its means and 1-sd ellipses over up to 2000 test points by label
+    (``posterior_ellipses.png``, arrays in ``posterior_2d.npz`` for the study figure)."""
+    x, y = data.test_x[:n], None if data.test_y is None else data.test_y[:n]
+    fn = site(model, "x", prior_draws(model, x, n, y), x, y)
+    mean = fn.mean.reshape(n, -1)
+    rows = [("mu(z)", mean, False), ("x ~ p(x|z)", fn.sample().reshape(n, -1), False)]
+    parts = normal_parts(fn)
+    if parts is not None:
+        sigma = parts[1].reshape(n, -1)
+        rows += [(f"mu {k:+d} sigma", mean + k * sigma, False) for k in (-2, -1, 1, 2)] + [("sigma", sigma, True)]
+    out = [plots.image_rows([(label, t.cpu().numpy(), is_sigma) for label, t, is_sigma in rows], data.image_shape,
+                            run_dir / "decoder_samples.png", title="z from the prior: decoder mean, a sample of "
+                            "p(x|z), and mean -/+ 1, 2 sigma")]
+    m = min(2000, data.test_x.shape[0])
+    ym = None if data.test_y is None else data.test_y[:m]
+    q = normal_parts(poutine.trace(guide).get_trace(data.test_x[:m], ym).nodes["z"]["fn"])
+    if q is None or q[0].shape[-1] != 2:
+        return out
+    labels = {} if ym is None else {"labels": ym.cpu().numpy()}
+    buffer = io.BytesIO()
+    np.savez(buffer, loc=q[0].cpu().numpy(), scale=q[1].cpu().numpy(), **labels)
+    runs.write_bytes_atomic(run_dir / POSTERIOR_FILE, buffer.getvalue())
+    return out + [posterior_figure([run_dir / POSTERIOR_FILE], [run_dir.name], run_dir / "posterior_ellipses.png")]
+
+
+def posterior_figure(files: Sequence[Path], titles: Sequence[str], path: Path) -> Path:
+    """One panel of q(z|x) means and 1-sd ellipses per saved :data:`POSTERIOR_FILE` (e.g. per beta)."""
+    panels = []
+    for file, title in zip(files, titles):
+        with np.load(file) as f:
+            panels.append((title, f["loc"], f["scale"], f["labels"] if "labels" in f.files else None))
+    return plots.posterior_ellipses(panels, path)
 
 
 @torch.no_grad()
@@ -173,7 +227,7 @@ def sample_run(run_dir: Path | str, source: str = "prior", n: int = 64, componen
     """``ppvae sample``: decode n samples of a trained run from ``source`` into ``samples-SOURCE.png``
     (plus an uncertainty map with a per-pixel sigma); for ``aggregate`` also KL(mixture || prior).
     With ``quality`` > 0, the sample-quality distance of that many samples to as many test images."""
-    from ppvae import experiment, runs
+    from ppvae import experiment
     from ppvae.sample_quality import sample_quality
 
     run_dir = Path(run_dir)
@@ -202,6 +256,8 @@ def sample_run(run_dir: Path | str, source: str = "prior", n: int = 64, componen
     return out
 
 
-__all__ = ["DEFAULT_COMPONENTS", "SOURCES", "posterior_means", "fit_aggregate", "prior_draws", "prior_log_prob",
-           "kl_to_prior", "decode", "draw_latents", "has_pixel_sigma", "uncertainty_figures",
+__all__ = ["DEFAULT_COMPONENTS", "SOURCES", "posterior_means", "fit_aggregate", "prior_draws", "site", "normal_parts",
+           "prior_log_prob",
+           "kl_to_prior", "decode", "draw_latents", "has_pixel_sigma", "uncertainty_figures", "POSTERIOR_FILE",
+           "decoder_figures", "posterior_figure",
            "aggregate_log_density", "density_panels", "density_figure", "sample_run"]

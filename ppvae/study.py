@@ -114,17 +114,21 @@ def run(name_or_path: str, scale: str = "smoke", overrides: list[str] = (), out:
 
 def study_figures(folder: Path, planned: list[tuple[str, Config]], rows: list[dict], keys: list[str]) -> None:
     """Bound curves of every run against training samples seen; a heatmap for two-key grids; the
-    2-D latent log densities of every run in one figure when all runs have them (eval.sample_quality)."""
+    2-D latent log densities (eval.sample_quality) and q(z|x) ellipses (eval.decoder_figures) of every
+    run in one figure each when all runs have them."""
     import numpy as np
 
     from ppvae import plots
     from ppvae.sample_quality import DENSITY_FILE
-    from ppvae.sampling import density_figure
+    from ppvae.sampling import POSTERIOR_FILE, density_figure, posterior_figure
 
     densities = [folder / r["folder"] / DENSITY_FILE for r in rows]
     if all(p.is_file() for p in densities):
         density_figure([np.load(p)["panels"] for p in densities], [r["run"] for r in rows],
                        folder / "latent_density.png")
+    posteriors = [folder / r["folder"] / POSTERIOR_FILE for r in rows]
+    if all(p.is_file() for p in posteriors):
+        posterior_figure(posteriors, [r["run"] for r in rows], folder / "posteriors.png")
 
     series = {}
     for (label, cfg), row in zip(planned, rows):

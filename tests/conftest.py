@@ -25,3 +25,19 @@ def private_cache(tmp_path_factory):
         os.environ.pop("PPVAE_CACHE")
     else:
         os.environ["PPVAE_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def study_smoke(tmp_path_factory):
+    """``study_smoke(name)``: the folder of a bundled study's smoke scale, run once per session and
+    shared by the generic study test and the study's own focused tests."""
+    from ppvae import study
+
+    folders = {}
+
+    def run(name):
+        if name not in folders:
+            folders[name] = study.run(name, "smoke", out=tmp_path_factory.mktemp(name))
+        return folders[name]
+
+    return run

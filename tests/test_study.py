@@ -69,8 +69,8 @@ def test_bundled_studies_validate_at_every_scale():
 
 
 @pytest.mark.parametrize("name", BUNDLED_STUDIES)
-def test_bundled_study_smoke_scale(name, tmp_path):
-    folder = study.run(name, "smoke", out=tmp_path)
+def test_bundled_study_smoke_scale(name, study_smoke):
+    folder = study_smoke(name)
     rows = list(csv.DictReader(open(folder / "results.csv")))
     assert rows and (folder / "results.md").is_file() and (folder / "curves.png").is_file()
     for row in rows:
