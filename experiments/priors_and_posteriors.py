@@ -45,7 +45,7 @@ NAME = "priors_and_posteriors"
 UNIT_CODES = ["beta_beta", "beta_kumaraswamy", "mixture01"]
 BAYESIAN = ["bayesian", "bayesian_map"]
 # weight draws S, importance samples k and test points for the pointwise log-likelihood matrix
-POINTWISE = {"smoke": (30, 20, 0), "small": (100, 100, 0), "full": (100, 200, 1000)}
+POINTWISE = {"smoke": (30, 20, 0), "small": (100, 100, 0), "reduced": (20, 100, 200), "full": (100, 200, 1000)}
 
 
 def _load(folder: Path):
