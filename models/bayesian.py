@@ -200,7 +200,8 @@ class BayesianVAEModel(PyroModule):
     def metrics(self) -> dict[str, float]:
         """The likelihood's sigma when it has one; the weight posterior's mean sd and KL per training example."""
         sigma = getattr(self.likelihood, "sigma", None)
-        out = {} if sigma is None or torch.as_tensor(sigma).numel() != 1 else {"likelihood_sigma": float(sigma)}
+        sigma = None if sigma is None else torch.as_tensor(sigma).detach()
+        out = {} if sigma is None or sigma.numel() != 1 else {"likelihood_sigma": float(sigma)}
         return out | weight_posterior_summary(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:

@@ -51,7 +51,7 @@ class VAEModel(nn.Module):
     def metrics(self) -> dict[str, float]:
         """Scalars worth logging each epoch: the likelihood's sigma when it has one, and its own metrics."""
         sigma = getattr(self.likelihood, "sigma", None)
-        out = {} if sigma is None else {"likelihood_sigma": float(sigma)}
+        out = {} if sigma is None else {"likelihood_sigma": float(sigma.detach())}
         return out | (self.likelihood.metrics() if hasattr(self.likelihood, "metrics") else {})
 
     def after_step(self, model: nn.Module, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None) -> None:

@@ -164,7 +164,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args, extra = parser().parse_known_args(argv)
+    if extra and args.command == "run" and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides += extra  # overrides after an option, e.g. "run NAME --scale full train.epochs=5"
+    elif extra:
+        parser().error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "run" and not args.experiment and not args.resume:
         parser().error("run needs an experiment name or --resume RUN_DIR")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")

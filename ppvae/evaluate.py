@@ -24,7 +24,6 @@ Everything works from Pyro traces of the pair, so user pairs need no extra metho
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -279,20 +278,13 @@ class Evaluation:
 
     def save(self, run_dir: Path) -> list[Path]:
         """Write ``pointwise.npz`` (and ``log_weights.npz`` when kept) into a run folder."""
-        paths = [_save_npz(Path(run_dir) / POINTWISE, self.pointwise)]
+        paths = [runs.write_npz(Path(run_dir) / POINTWISE, self.pointwise)]
         stale = Path(run_dir) / LOG_WEIGHTS
         if self.log_w_shifted is not None:
-            paths.append(_save_npz(stale, {"shifted": self.log_w_shifted, "offset": self.log_w_offset}))
+            paths.append(runs.write_npz(stale, {"shifted": self.log_w_shifted, "offset": self.log_w_offset}))
         else:
             stale.unlink(missing_ok=True)  # never leave a matrix from an earlier evaluation beside new metrics
         return paths
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    runs.write_bytes_atomic(path, buffer.getvalue())
-    return path
 
 
 def load_pointwise(run_dir: Path) -> dict[str, np.ndarray]:

@@ -76,6 +76,16 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
     write_bytes_atomic(path, "".join(json.dumps(r, default=str) + "\n" for r in records).encode())
 
 
+def write_npz(path: Path, arrays: dict, compressed: bool = False) -> Path:
+    """Save named arrays as one ``.npz`` file, atomically."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+    write_bytes_atomic(path, buffer.getvalue())
+    return Path(path)
+
+
 def write_status(run_dir: Path, text: str) -> None:
     """Say in the run folder what state the run is in and how to continue it."""
     write_bytes_atomic(Path(run_dir) / STATUS, (text.rstrip() + "\n").encode())

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import io
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -223,7 +222,5 @@ def generation_metrics(cfg: Config, run_dir: Path, data: Dataset, model: Callabl
     if mixture.event_shape != (2,):
         return out, []
     panels = density_panels(model, guide, data, mixture)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, panels=panels)
-    runs.write_bytes_atomic(run_dir / DENSITY_FILE, buffer.getvalue())
+    runs.write_npz(run_dir / DENSITY_FILE, {"panels": panels}, compressed=True)
     return out, [density_figure([panels], [cfg.name or "run"], run_dir / "latent_density.png")]

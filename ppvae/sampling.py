@@ -12,7 +12,6 @@ Everything reads the sites ``z`` and ``x`` of the pair, so user pairs work uncha
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -174,9 +173,7 @@ def decoder_figures(model: Callable, guide: Callable, data: Dataset, run_dir: Pa
     if q is None or q[0].shape[-1] != 2:
         return out
     labels = {} if ym is None else {"labels": ym.cpu().numpy()}
-    buffer = io.BytesIO()
-    np.savez(buffer, loc=q[0].cpu().numpy(), scale=q[1].cpu().numpy(), **labels)
-    runs.write_bytes_atomic(run_dir / POSTERIOR_FILE, buffer.getvalue())
+    runs.write_npz(run_dir / POSTERIOR_FILE, {"loc": q[0].cpu().numpy(), "scale": q[1].cpu().numpy()} | labels)
     return out + [posterior_figure([run_dir / POSTERIOR_FILE], [run_dir.name], run_dir / "posterior_ellipses.png")]
 
 

@@ -165,7 +165,7 @@ def write_table(folder: Path, rows: list[dict], columns: list[str], title: str) 
         writer = csv.DictWriter(f, fieldnames=header)
         writer.writeheader()
         writer.writerows(rows)
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else "" if v is None else str(v)  # noqa: E731
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(fmt(r.get(h)) for h in header) + " |" for r in rows]
     runs.write_bytes_atomic(folder / "results.md", ("\n".join(lines) + "\n").encode())

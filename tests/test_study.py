@@ -1,6 +1,7 @@
 """Studies: a [study] table runs a grid of variants and writes one results table."""
 
 import csv
+import json
 import math
 
 import pytest
@@ -36,7 +37,8 @@ smoke = ["train.batch_size=50"]
 def test_study_runs_every_variant_and_tabulates(tmp_path, capsys):
     path = tmp_path / "tiny.toml"
     path.write_text(STUDY)
-    assert main(["run", str(path), "--scale", "smoke", "--out", str(tmp_path / "out")]) == 0
+    # an override may follow the options
+    assert main(["run", str(path), "--scale", "smoke", "--out", str(tmp_path / "out"), "train.seed=3"]) == 0
     (folder,) = (tmp_path / "out").iterdir()
     rows = list(csv.DictReader(open(folder / "results.csv")))
     assert [r["run"] for r in rows] == ["vae, model.latent_dim=2", "ae, model.latent_dim=2",
@@ -45,6 +47,7 @@ def test_study_runs_every_variant_and_tabulates(tmp_path, capsys):
     assert (folder / "results.md").read_text().count("\n| ") == 2 + 4  # header, rule, four runs
     runs = sorted(p.name for p in folder.iterdir() if p.is_dir())
     assert len(runs) == 4 and runs[0].startswith("tiny-ae__model.latent_dim_2-")
+    assert json.loads((folder / runs[0] / "config.json").read_text())["train"]["seed"] == 3
 
 
 def test_study_validates_every_variant_before_running(tmp_path):
