@@ -86,7 +86,7 @@ def binary_codes(label: str, folder: Path, out: Path) -> dict:
                      row_labels=["data", "E_q code", "bits"])
     return {
         "z": z.flatten().cpu().numpy(),
-        "share_within_0.05_of_0_or_1": float((torch.minimum(z, 1 - z) < 0.05).double().mean()),
+        "share_within_0.05_of_0_or_1": float((torch.minimum(z.abs(), (1 - z).abs()) < 0.05).double().mean()),
         "bits_per_image": int(z.shape[1]),
         "bits_used": float(entropy.sum()),
         "distinct_codes": int(torch.unique(z_bits, dim=0).shape[0]),
