@@ -103,9 +103,12 @@ class KumaraswamyFamily(_UnitIntervalFamily):
 
 
 class LowRankNormal(nn.Module):
-    """q(z|x) = N(loc, W W^T + diag(d^2)) with a rank-r factor W per data point: correlated posteriors.
+    """q(z|x) = N(loc, D (V V^T + I) D) with D = diag(d) and a rank-r factor V per data point:
+    correlated posteriors. With rank = latent_dim the covariance is unrestricted.
 
-    With rank = latent_dim the covariance is unrestricted (a full-covariance guide).
+    The factor is scaled by d (W = D V) so that Pyro's capacitance matrix I + W^T D^-2 W = I + V^T V
+    stays well conditioned when posterior scales are small: with an unscaled W it is
+    ill-conditioned in float32 as d shrinks and its Cholesky fails (seen on MNIST).
     """
 
     def __init__(self, latent_dim: int, rank: int = 2):
@@ -120,8 +123,9 @@ class LowRankNormal(nn.Module):
     def forward(self, out: torch.Tensor) -> dist.Distribution:
         d = self.latent_dim
         loc, raw, factor = out.split([d, d, d * self.rank], dim=-1)
-        diag = (F.softplus(raw) + MIN_SCALE) ** 2
-        return dist.LowRankMultivariateNormal(loc, factor.unflatten(-1, (d, self.rank)), diag)
+        scale = F.softplus(raw) + MIN_SCALE
+        factor = scale.unsqueeze(-1) * factor.unflatten(-1, (d, self.rank))
+        return dist.LowRankMultivariateNormal(loc, factor, scale**2)
 
 
 class InverseAutoregressiveFlow(nn.Module):

@@ -17,7 +17,7 @@ from ppvae.data import load_dataset
 from ppvae.errors import ConfigError, EstimatorError
 from ppvae.estimators import make_estimator
 from ppvae.evaluate import evaluate
-from ppvae.guides import FAMILIES, InverseAutoregressiveFlow
+from ppvae.guides import FAMILIES, InverseAutoregressiveFlow, LowRankNormal
 from ppvae.models import LIKELIHOODS, PRIORS
 from ppvae.models.distributions import LogitBeta, LogitKumaraswamy
 from ppvae.train import Trainer
@@ -161,6 +161,16 @@ def test_lowrank_normal_kl_matches_monte_carlo():
     closed = torch.distributions.kl_divergence(q, p)
     full = dist.MultivariateNormal(p.base_dist.loc, torch.diag(p.base_dist.scale**2))
     torch.testing.assert_close(closed, torch.distributions.kl_divergence(q, full))
+
+
+def test_lowrank_guide_stays_finite_for_small_posterior_scales():
+    """Posterior sds of 1e-3 with a large factor: float32 log-densities still match float64 ones."""
+    family = LowRankNormal(latent_dim=16, rank=16)
+    raw_scale = torch.full((4, 16), -7.0)  # softplus(-7) ~ 1e-3
+    q = family(torch.cat([torch.zeros(4, 16), raw_scale, torch.randn(4, 16 * 16) * 30], -1))
+    z = q.rsample()
+    exact = dist.MultivariateNormal(q.loc.double(), q.covariance_matrix.double()).log_prob(z.double())
+    torch.testing.assert_close(q.log_prob(z).double(), exact, rtol=1e-3, atol=0.05)
 
 
 def test_flow_guide_scores_its_own_draws_like_fresh_points():
