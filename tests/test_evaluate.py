@@ -80,7 +80,7 @@ def test_chunk_plan_stays_within_the_memory_budgets():
         points, k_chunk = plan_chunks(n, k, dim)
         assert 1 <= points <= n and 1 <= k_chunk <= k
         assert points * k <= max(ROW_BUDGET, k) and points * k_chunk * dim <= max(ELEMENT_BUDGET, dim)
-    assert plan_chunks(10_000, 5000, 784) == (256, 32)  # whole sampling tiles
+    assert plan_chunks(10_000, 5000, 784) == (64, 32)  # whole sampling tiles
     assert plan_chunks(10_000, 5000, 784, chunk_size=7, chunk_points=5) == (5, 7)
 
 
