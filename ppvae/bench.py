@@ -461,29 +461,20 @@ def peak_memory(opts: BenchOptions, names: list[str]) -> dict[str, tuple[float, 
 
 def sweeps(opts: BenchOptions, data: Dataset) -> dict[str, dict]:
     """Time against batch size (ELBO and IWAE k=5 steps) and against k (IWAE steps, evaluation)."""
-    out: dict[str, dict] = {}
-    batch_cases = {}
-    for b in opts.sweep_batches:
-        for name in ("reference elbo", "ppvae trace", "reference iwae k=5 standard", "ppvae iwae k=5 standard"):
-            batch_cases[f"{name} @ {b}"] = replace(train_case(opts, data, name, b), name=f"{name} @ {b}")
-    t = time_round_robin(list(batch_cases.values()), opts.sweep_rounds, opts.sweep_seconds, opts.warmup_seconds,
-                         opts.device)
-    out["batch"] = _series(t, opts.sweep_batches)
-    k_cases = {}
-    for k in opts.sweep_train_ks:
-        for who in ("reference", "ppvae"):
-            k_cases[f"{who} iwae @ {k}"] = replace(train_case(opts, data, f"{who} iwae k={k} standard"),
-                                                   name=f"{who} iwae @ {k}")
-    t = time_round_robin(list(k_cases.values()), opts.sweep_rounds, opts.sweep_seconds, opts.warmup_seconds,
-                         opts.device)
-    out["train_k"] = _series(t, opts.sweep_train_ks)
-    e_cases = {}
-    for k in opts.sweep_eval_ks:
-        for who in ("reference", "ppvae"):
-            e_cases[f"{who} eval @ {k}"] = replace(eval_case(opts, data, f"{who} eval k={k}"), name=f"{who} eval @ {k}")
-    t = time_round_robin(list(e_cases.values()), 1, 0, 0, opts.device)
-    out["eval_k"] = _series(t, opts.sweep_eval_ks)
-    return out
+
+    def sweep(xs: tuple[int, ...], series: tuple[str, ...], make: Callable[[str, int], Case], train: bool) -> dict:
+        cases = [replace(make(name, x), name=f"{name} @ {x}") for x in xs for name in series]
+        rounds, seconds, warmup = (opts.sweep_rounds, opts.sweep_seconds, opts.warmup_seconds) if train else (1, 0, 0)
+        return _series(time_round_robin(cases, rounds, seconds, warmup, opts.device), xs)
+
+    batch_names = ("reference elbo", "ppvae trace", "reference iwae k=5 standard", "ppvae iwae k=5 standard")
+    return {
+        "batch": sweep(opts.sweep_batches, batch_names, lambda name, b: train_case(opts, data, name, b), True),
+        "train_k": sweep(opts.sweep_train_ks, ("reference iwae", "ppvae iwae"),
+                         lambda name, k: train_case(opts, data, f"{name} k={k} standard"), True),
+        "eval_k": sweep(opts.sweep_eval_ks, ("reference eval", "ppvae eval"),
+                        lambda name, k: eval_case(opts, data, f"{name} k={k}"), False),
+    }
 
 
 def _series(times: dict[str, list[float]], xs: tuple[int, ...]) -> dict:
