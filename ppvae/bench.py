@@ -570,7 +570,7 @@ def run(opts: BenchOptions, log: Callable[[str], None] = print) -> dict:
     pyro.set_rng_seed(opts.seed)
     data = load_data(opts)
     names = case_names(opts)
-    log(f"ppvae bench: {len(names)} cases, {torch.get_num_threads()} threads, data {opts.data}, "
+    log(f"ppvae bench: {len(names)} cases, torch threads: {torch.get_num_threads()}, data {opts.data}, "
         f"load average {load_before[0]:.2f}")
     probed = {"all": names, "none": [],
               "key": ["reference elbo", "ppvae trace", f"reference eval k={max(opts.eval_ks)}",
@@ -603,7 +603,7 @@ def run(opts: BenchOptions, log: Callable[[str], None] = print) -> dict:
     (out / "bench.json").write_text(json.dumps(result, indent=1))
     (out / "bench.md").write_text(table(rows, markdown=True) + "\n")
     figure(sweep, out / "bench_scaling.png",
-           f"ppvae vs hand-written PyTorch, {torch.get_num_threads()} threads, {opts.device}")
+           f"ppvae vs hand-written PyTorch, torch threads: {torch.get_num_threads()}, {opts.device}")
     log(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench_scaling.png'} "
         f"({result['seconds']:.0f} s, load average {result['load_average']['after'][0]:.2f})")
     return result
