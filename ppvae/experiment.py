@@ -26,6 +26,7 @@ from ppvae.evaluate import decode_mean, evaluate_detailed, log_likelihood, poste
 from ppvae.sample_quality import generation_metrics
 from ppvae.sampling import decoder_figures, uncertainty_figures
 from ppvae.train import Trainer, resolve_device, seed_everything, stop_on_signals
+from ppvae.nn import eval_mode
 
 RESUMABLE = ("train.epochs", "train.lr", "train.device", "eval.")  # what ``--resume`` overrides may change
 
@@ -220,43 +221,46 @@ def finish(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: d
 
     The log-weight matrix is saved only when it fits ``eval.log_weights_mb``: evaluation is
     seeded, so ``ppvae eval`` recomputes the same matrix; with ``eval.gradient_study`` the
-    gradient-estimator study runs last, at the trained parameters.
+    gradient-estimator study runs last, at the trained parameters, in training mode (the
+    objective that was trained).
     """
-    n = cfg.eval.num_test or data.test_x.shape[0]
-    y = None if data.test_y is None else data.test_y[:n]
-    pyro.set_rng_seed(cfg.train.seed + 1)
-    keep = n * cfg.eval.k * 2 <= cfg.eval.log_weights_mb * 2**20  # float16
-    result = evaluate_detailed(trainer.model, trainer.guide, data.test_x[:n], y, k=cfg.eval.k,
-                               chunk_size=cfg.eval.chunk_size, keep_log_weights=keep)
-    result.save(run_dir)
-    metrics = result.metrics
-    hist = runs.read_jsonl(run_dir / runs.EPOCHS)
-    metrics |= {
-        "final_train_loss": hist[-1]["train_loss"] if hist else float("nan"),
-        "epochs": trainer.epoch,
-        "steps": trainer.step,
-        "seconds_per_epoch": sum(h["seconds"] for h in hist) / max(1, len(hist)),
-        "estimator": cfg.estimator.name,
-        "estimator_notes": trainer.estimator.notes,
-        "binarization": cfg.data.binarize,
-        "device": str(trainer.device),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__},
-    } | trainer.extra_metrics() | (extra or {})
-    for k in cfg.eval.extra_k:  # e.g. the k = 20 bound beside k = 5000, on the same points
-        ll = log_likelihood(trainer.model, trainer.guide, data.test_x[:n], y, k=k, chunk_size=cfg.eval.chunk_size)["ll"]
-        metrics[f"test_ll_k{k}"] = ll.mean().item()
-    figs = figures(cfg, run_dir, data, trainer)
-    if cfg.eval.sample_quality:
-        quality, quality_figs = generation_metrics(cfg, run_dir, data, trainer.model, trainer.guide)
-        metrics |= quality
-        figs += quality_figs
-    if cfg.eval.decoder_figures:
-        figs += decoder_figures(trainer.model, trainer.guide, data, run_dir)
-    sections = []
-    if cfg.eval.theory:
-        metrics |= theory.metrics(trainer.model, trainer.guide, data, n, cfg.model.latent_dim,
-                                  cfg.eval.gmm_components, cfg.train.seed)
-        sections.append(("Theory vs practice", theory.report(metrics)))
+    # evaluation mode: batch norm uses its running statistics, a denoising guide sees clean inputs
+    with eval_mode(trainer.model, trainer.guide):
+        n = cfg.eval.num_test or data.test_x.shape[0]
+        y = None if data.test_y is None else data.test_y[:n]
+        pyro.set_rng_seed(cfg.train.seed + 1)
+        keep = n * cfg.eval.k * 2 <= cfg.eval.log_weights_mb * 2**20  # float16
+        result = evaluate_detailed(trainer.model, trainer.guide, data.test_x[:n], y, k=cfg.eval.k,
+                                   chunk_size=cfg.eval.chunk_size, keep_log_weights=keep)
+        result.save(run_dir)
+        metrics = result.metrics
+        hist = runs.read_jsonl(run_dir / runs.EPOCHS)
+        metrics |= {
+            "final_train_loss": hist[-1]["train_loss"] if hist else float("nan"),
+            "epochs": trainer.epoch,
+            "steps": trainer.step,
+            "seconds_per_epoch": sum(h["seconds"] for h in hist) / max(1, len(hist)),
+            "estimator": cfg.estimator.name,
+            "estimator_notes": trainer.estimator.notes,
+            "binarization": cfg.data.binarize,
+            "device": str(trainer.device),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__},
+        } | trainer.extra_metrics() | (extra or {})
+        for k in cfg.eval.extra_k:  # e.g. the k = 20 bound beside k = 5000, on the same points
+            ll = log_likelihood(trainer.model, trainer.guide, data.test_x[:n], y, k=k, chunk_size=cfg.eval.chunk_size)["ll"]
+            metrics[f"test_ll_k{k}"] = ll.mean().item()
+        figs = figures(cfg, run_dir, data, trainer)
+        if cfg.eval.sample_quality:
+            quality, quality_figs = generation_metrics(cfg, run_dir, data, trainer.model, trainer.guide)
+            metrics |= quality
+            figs += quality_figs
+        if cfg.eval.decoder_figures:
+            figs += decoder_figures(trainer.model, trainer.guide, data, run_dir)
+        sections = []
+        if cfg.eval.theory:
+            metrics |= theory.metrics(trainer.model, trainer.guide, data, n, cfg.model.latent_dim,
+                                      cfg.eval.gmm_components, cfg.train.seed)
+            sections.append(("Theory vs practice", theory.report(metrics)))
     if cfg.eval.gradient_study:
         rows = gradients.run_study(cfg, data, trainer.model, trainer.guide, trainer.params)
         paths, study = gradients.write(run_dir, rows, cfg.eval.gradient_repeats)

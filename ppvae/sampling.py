@@ -27,6 +27,7 @@ from ppvae import plots, runs
 from ppvae.data import Dataset
 from ppvae.errors import ConfigError
 from ppvae.evaluate import posterior_mean
+from ppvae.nn import eval_mode
 
 DEFAULT_COMPONENTS = 32
 SOURCES = ("prior", "aggregate")
@@ -232,25 +233,27 @@ def sample_run(run_dir: Path | str, source: str = "prior", n: int = 64, componen
     if cfg.model.conditional:
         raise ConfigError("ppvae sample draws unconditional samples; this run is a conditional VAE "
                           "(model.conditional).")
-    model, guide = trainer.model, trainer.guide
-    pyro.set_rng_seed(seed)
-    out: dict = {"source": source, "n": n}
-    mixture = None
-    if source == "aggregate":
-        mixture = fit_aggregate(posterior_means(guide, data.train_x, data.train_y), components, seed)
-        out["components"] = components
-        out["kl_mixture_prior"], out["kl_mixture_prior_se"] = kl_to_prior(mixture, model, data.train_x)
-    mean, sigma = decode(model, draw_latents(source, n, model, data.train_x, mixture), data.train_x)
-    out["grid"] = plots.image_grid(mean.cpu().numpy(), data.image_shape, run_dir / f"samples-{source}.png",
-                                   title=f"samples from the {source} (means)")
-    if sigma is not None:
-        out["uncertainty"] = plots.image_rows(
-            [("mean", mean[:16].cpu().numpy(), False), ("sigma", sigma[:16].cpu().numpy(), True)], data.image_shape,
-            run_dir / f"uncertainty-{source}.png", title=f"samples from the {source}: mean and per-pixel sigma")
-    if quality:
-        out |= sample_quality(model, guide, data, quality, sources=(source,), mixture=mixture, seed=seed)
-    runs.write_json(run_dir / f"samples-{source}.json", out)
-    return out
+    with eval_mode(trainer.model, trainer.guide):  # batch-norm running statistics, clean encoder inputs
+        model, guide = trainer.model, trainer.guide
+        pyro.set_rng_seed(seed)
+        out: dict = {"source": source, "n": n}
+        mixture = None
+        if source == "aggregate":
+            mixture = fit_aggregate(posterior_means(guide, data.train_x, data.train_y), components, seed)
+            out["components"] = components
+            out["kl_mixture_prior"], out["kl_mixture_prior_se"] = kl_to_prior(mixture, model, data.train_x)
+        mean, sigma = decode(model, draw_latents(source, n, model, data.train_x, mixture), data.train_x)
+        out["grid"] = plots.image_grid(mean.cpu().numpy(), data.image_shape, run_dir / f"samples-{source}.png",
+                                       title=f"samples from the {source} (means)")
+        if sigma is not None:
+            out["uncertainty"] = plots.image_rows(
+                [("mean", mean[:16].cpu().numpy(), False), ("sigma", sigma[:16].cpu().numpy(), True)],
+                data.image_shape, run_dir / f"uncertainty-{source}.png",
+                title=f"samples from the {source}: mean and per-pixel sigma")
+        if quality:
+            out |= sample_quality(model, guide, data, quality, sources=(source,), mixture=mixture, seed=seed)
+        runs.write_json(run_dir / f"samples-{source}.json", out)
+        return out
 
 
 __all__ = ["DEFAULT_COMPONENTS", "SOURCES", "posterior_means", "fit_aggregate", "prior_draws", "site", "normal_parts",

@@ -40,6 +40,7 @@ from ppvae.data import Dataset
 from ppvae.errors import CheckpointError, ConfigError, Interrupted, PairError, PPVAEError, TrainingError
 from ppvae.estimators import Estimator
 from ppvae.importance import iwae_bound, log_weights
+from ppvae.nn import eval_mode
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -376,13 +377,14 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
 
 @torch.no_grad()
 def test_elbo(model: Callable, guide: Callable, data: Dataset, batch_size: int = 1000) -> float:
-    """Single-sample ELBO per test point (nats): the cheap per-epoch curve."""
+    """Single-sample ELBO per test point (nats), in evaluation mode: the cheap per-epoch curve."""
     total = torch.zeros((), device=data.test_x.device)
     y_all = data.test_y
-    for start in range(0, data.test_x.shape[0], batch_size):
-        x = data.test_x[start:start + batch_size]
-        y = None if y_all is None else y_all[start:start + batch_size]
-        total += iwae_bound(log_weights(model, guide, x, y, k=1)).sum()
+    with eval_mode(model, guide):
+        for start in range(0, data.test_x.shape[0], batch_size):
+            x = data.test_x[start:start + batch_size]
+            y = None if y_all is None else y_all[start:start + batch_size]
+            total += iwae_bound(log_weights(model, guide, x, y, k=1)).sum()
     return total.item() / data.test_x.shape[0]
 
 

@@ -103,3 +103,19 @@ def test_linear_noise_schedule_falls_each_epoch_and_is_checkpointed():
                           load_dataset(cfg.data))[1]
     constant.on_epoch_end(3)
     assert constant.level == 0.5
+
+
+def test_evaluation_runs_in_eval_mode_so_a_denoising_guide_sees_clean_inputs(tmp_path):
+    from ppvae.evaluate import evaluate_detailed
+    from ppvae.nn import eval_mode
+
+    cfg = config.load("quickstart", ["guide.noise=0.5", "train.epochs=1", "eval.k=10", "data.max_train=200"])
+    metrics = json.loads((experiment.run(cfg, out=tmp_path) / "metrics.json").read_text())
+    _, data, trainer, _ = experiment.load_run(next(tmp_path.iterdir()))
+    model, guide = trainer.model, trainer.guide
+    assert guide.training  # training mode outside evaluation
+    with eval_mode(model, guide):
+        clean = evaluate_detailed(model, guide, data.test_x, data.test_y, k=10, seed=metrics["eval_seed"])
+    noisy = evaluate_detailed(model, guide, data.test_x, data.test_y, k=10, seed=metrics["eval_seed"])
+    assert clean.metrics["test_ll"] == pytest.approx(metrics["test_ll"], abs=1e-6)
+    assert abs(noisy.metrics["test_ll"] - clean.metrics["test_ll"]) > 0.01  # noisy inputs give other numbers
