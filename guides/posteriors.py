@@ -103,8 +103,9 @@ class KumaraswamyFamily(_UnitIntervalFamily):
 
 
 class LowRankNormal(nn.Module):
-    """q(z|x) = N(loc, D (V V^T + I) D) with D = diag(d) and a rank-r factor V per data point:
-    correlated posteriors. With rank = latent_dim the covariance is unrestricted.
+    """q(z|x) = N(loc, D (V V^T + I) D), D = diag(d), rank-r V per point: correlated posteriors.
+
+    With rank = latent_dim the covariance is unrestricted.
 
     The factor is scaled by d (W = D V) so that Pyro's capacitance matrix I + W^T D^-2 W = I + V^T V
     stays well conditioned when posterior scales are small: with an unscaled W it is

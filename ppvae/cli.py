@@ -111,6 +111,7 @@ def cmd_list(args: argparse.Namespace) -> None:
             print(f"  {name:<22} {_first_line(obj)}")
     print("networks (model.decoder / guide.encoder):")
     print(f"  {'mlp':<22} 0-4 hidden layers, activation one of {', '.join(ACTIVATIONS)}")
+    print(f"  {'cnn':<22} 1-4 stride-2 conv layers with batch norm (kind = 'cnn'; hidden lists channels)")
     print("config keys: ppvae list --keys")
 
 

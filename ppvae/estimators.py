@@ -125,6 +125,8 @@ class _PyroELBO(Estimator):
 
 
 class TraceEstimator(_PyroELBO):
+    """Pyro's Trace_ELBO: Monte Carlo KL (Kingma & Welling's estimator A), particles vectorized."""
+
     name = "trace"
 
     def _make(self):
@@ -136,6 +138,8 @@ class TraceEstimator(_PyroELBO):
 
 
 class MeanFieldEstimator(_PyroELBO):
+    """Pyro's TraceMeanField_ELBO: closed-form KL where registered (estimator B); fallbacks reported."""
+
     name = "meanfield"
 
     def _make(self):
