@@ -194,6 +194,8 @@ def write_report(cfg: Config, run_dir: Path, metrics: dict, figs: list[Path]) ->
              "| metric | value |", "| --- | --- |"]
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()
               if not isinstance(v, (dict, list))]
+    notes = metrics.get("eval_notes", [])  # e.g. a point-mass guide: test_ll is not a bound
+    lines += ["", "## Notes", ""] + [f"- {note}" for note in notes] if notes else []
     lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figs]
     runs.write_bytes_atomic(run_dir / runs.REPORT, ("\n".join(lines) + "\n").encode())
 

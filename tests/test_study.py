@@ -48,6 +48,7 @@ def test_study_runs_every_variant_and_tabulates(tmp_path, capsys):
     runs = sorted(p.name for p in folder.iterdir() if p.is_dir())
     assert len(runs) == 4 and runs[0].startswith("tiny-ae__model.latent_dim_2-")
     assert json.loads((folder / runs[0] / "config.json").read_text())["train"]["seed"] == 3
+    assert "point mass" in (folder / runs[0] / "report.md").read_text()  # the autoencoder's test_ll is no bound
 
 
 def test_study_validates_every_variant_before_running(tmp_path):
