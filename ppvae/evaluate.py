@@ -251,19 +251,40 @@ def posterior_mean(guide: Callable, x: torch.Tensor, y: torch.Tensor | None = No
         return torch.stack([poutine.trace(guide).get_trace(x, y).nodes["z"]["value"] for _ in range(64)]).mean(0)
 
 
+def posterior_means(guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None,
+                    batch_size: int = 2000) -> torch.Tensor:
+    """E_q[z|x_n] for every row of ``x``, in batches."""
+    return torch.cat([posterior_mean(guide, x[rows], _rows(y, rows)) for rows in _spans(x.shape[0], batch_size)])
+
+
+def _batch_like(x_template: torch.Tensor, n: int) -> torch.Tensor:
+    """n copies of the first row of ``x_template``: the data argument when only the latent matters."""
+    return x_template[:1].expand((n,) + x_template.shape[1:])
+
+
 @torch.no_grad()
+def model_site(model: Callable, name: str, z: torch.Tensor, x_template: torch.Tensor,
+               y: torch.Tensor | None = None) -> torch.distributions.Distribution:
+    """The distribution at the model's site ``name`` with ``z`` fixed: p(z) for ``"z"``, p(x|z) for ``"x"``."""
+    tr = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(_batch_like(x_template, z.shape[0]), y)
+    return tr.nodes[name]["fn"]
+
+
 def decode_mean(model: Callable, z: torch.Tensor, x_template: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """E[x|z] from the model's ``x`` site with ``z`` fixed (works for any pair)."""
-    x = x_template[:1].expand((z.shape[0],) + x_template.shape[1:])
-    tr = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(x, y)
-    return tr.nodes["x"]["fn"].mean
+    return model_site(model, "x", z, x_template, y).mean
+
+
+@torch.no_grad()
+def prior_draws(model: Callable, x_template: torch.Tensor, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
+    """n draws of z from the model's prior (its ``z`` site with x unobserved)."""
+    return poutine.trace(poutine.uncondition(model)).get_trace(_batch_like(x_template, n), y).nodes["z"]["value"]
 
 
 @torch.no_grad()
 def prior_samples(model: Callable, x_template: torch.Tensor, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
     """Mean images E[x|z] for z drawn from the prior (the usual "samples" figure)."""
-    x = x_template[:1].expand((n,) + x_template.shape[1:])
-    tr = poutine.trace(poutine.uncondition(model)).get_trace(x, y)
+    tr = poutine.trace(poutine.uncondition(model)).get_trace(_batch_like(x_template, n), y)
     return tr.nodes["x"]["fn"].mean
 
 
@@ -358,14 +379,13 @@ def evaluate_detailed(model: Callable, guide: Callable, x: torch.Tensor, y: torc
 def _posterior_means(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None,
                      batch: int = 1000) -> tuple[np.ndarray, float]:
     """E_q[z|x] per point [N, latent] and the mean squared error per pixel of E[x | z = E_q z]."""
-    means, sq_err = [], 0.0
+    z = posterior_means(guide, x, y, batch)
+    sq_err = 0.0
     for rows in _spans(x.shape[0], batch):
-        xb, yb = x[rows], _rows(y, rows)
-        z = posterior_mean(guide, xb, yb)
-        recon = decode_mean(model, z, xb, yb)
+        xb = x[rows]
+        recon = decode_mean(model, z[rows], xb, _rows(y, rows))
         sq_err += ((recon.reshape(len(xb), -1) - xb.reshape(len(xb), -1)) ** 2).sum().item()
-        means.append(z.reshape(len(xb), -1).float().cpu().numpy())
-    return np.concatenate(means), sq_err / max(1, x.numel())
+    return z.reshape(len(x), -1).float().cpu().numpy(), sq_err / max(1, x.numel())
 
 
 def _summarize(c: dict[str, np.ndarray], z_mean: np.ndarray, mse: float) -> dict:

@@ -37,8 +37,9 @@ from ppvae import runs
 from ppvae.config import Config
 from ppvae.data import Dataset
 from ppvae.errors import DataError
+from ppvae.evaluate import posterior_means
 from ppvae.sampling import (DEFAULT_COMPONENTS, SOURCES, decode, density_figure, density_panels, draw_latents,
-                            fit_aggregate, kl_to_prior, posterior_means)
+                            fit_aggregate, kl_to_prior)
 
 FEATURES = 64
 VERSION = 1  # bump when the classifier or its training changes: old cache entries are then ignored

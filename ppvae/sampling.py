@@ -26,20 +26,11 @@ from sklearn.mixture import GaussianMixture
 from ppvae import plots, runs
 from ppvae.data import Dataset
 from ppvae.errors import ConfigError
-from ppvae.evaluate import posterior_mean
+from ppvae.evaluate import model_site, posterior_mean, posterior_means, prior_draws
 from ppvae.nn import eval_mode
 
 DEFAULT_COMPONENTS = 32
 SOURCES = ("prior", "aggregate")
-
-
-@torch.no_grad()
-def posterior_means(guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None,
-                    batch_size: int = 2000) -> torch.Tensor:
-    """E_q[z|x_n] for every row of ``x``, in batches."""
-    parts = [posterior_mean(guide, x[i:i + batch_size], None if y is None else y[i:i + batch_size])
-             for i in range(0, x.shape[0], batch_size)]
-    return torch.cat(parts)
 
 
 def fit_aggregate(z: torch.Tensor, components: int = DEFAULT_COMPONENTS, seed: int = 0) -> dist.MixtureSameFamily:
@@ -57,24 +48,6 @@ def fit_aggregate(z: torch.Tensor, components: int = DEFAULT_COMPONENTS, seed: i
     )
 
 
-def _expand(x_template: torch.Tensor, n: int) -> torch.Tensor:
-    return x_template[:1].expand((n,) + x_template.shape[1:])
-
-
-@torch.no_grad()
-def prior_draws(model: Callable, x_template: torch.Tensor, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
-    """n draws of z from the model's prior (its ``z`` site with x unobserved)."""
-    return poutine.trace(poutine.uncondition(model)).get_trace(_expand(x_template, n), y).nodes["z"]["value"]
-
-
-@torch.no_grad()
-def site(model: Callable, name: str, z: torch.Tensor, x_template: torch.Tensor,
-         y: torch.Tensor | None = None) -> dist.Distribution:
-    """The distribution at the model's site ``name`` with ``z`` fixed: p(z) for ``"z"``, p(x|z) for ``"x"``."""
-    tr = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(_expand(x_template, z.shape[0]), y)
-    return tr.nodes[name]["fn"]
-
-
 def normal_parts(fn: dist.Distribution) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(loc, scale), expanded to the batch shape, of a diagonal Normal (Normal or Independent(Normal)); else None."""
     base = fn.base_dist if isinstance(fn, torch.distributions.Independent) else fn
@@ -86,7 +59,7 @@ def normal_parts(fn: dist.Distribution) -> tuple[torch.Tensor, torch.Tensor] | N
 def prior_log_prob(model: Callable, z: torch.Tensor, x_template: torch.Tensor,
                    y: torch.Tensor | None = None) -> torch.Tensor:
     """log p(z) per row of ``z``, read off the model's ``z`` site."""
-    return site(model, "z", z, x_template, y).log_prob(z)
+    return model_site(model, "z", z, x_template, y).log_prob(z)
 
 
 @torch.no_grad()
@@ -106,7 +79,7 @@ def decode(model: Callable, z: torch.Tensor, x_template: torch.Tensor,
     The sigma is returned only when p(x|z) is Gaussian with a scale that varies over pixels
     (a per-pixel head, or K&W's mean/log-variance decoder); a global or fixed sigma gives None.
     """
-    fn = site(model, "x", z, x_template, y)
+    fn = model_site(model, "x", z, x_template, y)
     mean, parts = fn.mean.reshape(z.shape[0], -1), normal_parts(fn)
     if parts is None:
         return mean, None
@@ -158,7 +131,7 @@ def decoder_figures(model: Callable, guide: Callable, data: Dataset, run_dir: Pa
     Gaussian q(z|x), also its means and 1-sd ellipses over up to 2000 test points by label
     (``posterior_ellipses.png``, arrays in ``posterior_2d.npz`` for the study figure)."""
     x, y = data.test_x[:n], None if data.test_y is None else data.test_y[:n]
-    fn = site(model, "x", prior_draws(model, x, n, y), x, y)
+    fn = model_site(model, "x", prior_draws(model, x, n, y), x, y)
     mean = fn.mean.reshape(n, -1)
     rows = [("mu(z)", mean, False), ("x ~ p(x|z)", fn.sample().reshape(n, -1), False)]
     parts = normal_parts(fn)
@@ -256,8 +229,6 @@ def sample_run(run_dir: Path | str, source: str = "prior", n: int = 64, componen
         return out
 
 
-__all__ = ["DEFAULT_COMPONENTS", "SOURCES", "posterior_means", "fit_aggregate", "prior_draws", "site", "normal_parts",
-           "prior_log_prob",
-           "kl_to_prior", "decode", "draw_latents", "has_pixel_sigma", "uncertainty_figures", "POSTERIOR_FILE",
-           "decoder_figures", "posterior_figure",
-           "aggregate_log_density", "density_panels", "density_figure", "sample_run"]
+__all__ = ["DEFAULT_COMPONENTS", "SOURCES", "fit_aggregate", "normal_parts", "prior_log_prob", "kl_to_prior", "decode",
+           "draw_latents", "has_pixel_sigma", "uncertainty_figures", "POSTERIOR_FILE", "decoder_figures",
+           "posterior_figure", "aggregate_log_density", "density_panels", "density_figure", "sample_run"]

@@ -24,7 +24,8 @@ from torch.distributions import kl_divergence
 from ppvae.data import Dataset
 from ppvae.em import baselines
 from ppvae.models import ppca
-from ppvae.sampling import normal_parts, prior_draws, site
+from ppvae.evaluate import model_site, prior_draws
+from ppvae.sampling import normal_parts
 
 LINEARITY_TOL = 1e-4  # relative error allowed when checking that the decoder mean is linear in z
 
@@ -35,10 +36,10 @@ def linear_gaussian(model: Callable, x_template: torch.Tensor) -> ppca.PPCAParam
     d = prior_draws(model, x_template, 1).shape[-1]
     g = torch.Generator().manual_seed(0)
     z = torch.cat([torch.zeros(1, d), torch.eye(d), torch.randn(4, d, generator=g)]).to(x_template)
-    prior = normal_parts(site(model, "z", z, x_template))
+    prior = normal_parts(model_site(model, "z", z, x_template))
     if prior is None or not (bool((prior[0] == 0).all()) and bool((prior[1] == 1).all())):
         return None
-    likelihood = normal_parts(site(model, "x", z, x_template))
+    likelihood = normal_parts(model_site(model, "x", z, x_template))
     if likelihood is None:
         return None
     mean, scale = (t.reshape(len(z), -1).double() for t in likelihood)
