@@ -22,6 +22,7 @@ from ppvae import runs
 from ppvae.config import Config
 from ppvae.data import Dataset
 from ppvae.errors import ConfigError
+from ppvae.evaluate import batch_like, model_site
 from ppvae.importance import iwae_bound, log_weights
 from ppvae.models import PRIORS
 from ppvae.models.bayesian import (BayesianMLP, BayesianVAEModel, Preset, WeightLink, WeightPrior, plate_shape,
@@ -168,12 +169,8 @@ def _iwae(model: Callable, guide: Callable, x: torch.Tensor, k: int, k_chunk: in
 def decode_weight_draws(model: Callable, guide: Callable, z: torch.Tensor, x_template: torch.Tensor,
                         draws: int) -> torch.Tensor:
     """``[draws, n, D]``: the mean image E[x | z, W_s] of each z under ``draws`` guide weight draws."""
-    x = x_template[:1].expand((z.shape[0],) + x_template.shape[1:])
-    out = []
-    for w in weight_draws(guide, x, draws):
-        tr = poutine.trace(poutine.condition(model, data=w | {"z": z})).get_trace(x)
-        out.append(tr.nodes["x"]["fn"].mean)
-    return torch.stack(out)
+    x = batch_like(x_template, z.shape[0])
+    return torch.stack([model_site(model, "x", z, x, fixed=w).mean for w in weight_draws(guide, x, draws)])
 
 
 __all__ = ["BayesianVAEGuide", "WeightPosterior", "bayesian_pair", "decode_weight_draws", "init_from_run",

@@ -257,16 +257,18 @@ def posterior_means(guide: Callable, x: torch.Tensor, y: torch.Tensor | None = N
     return torch.cat([posterior_mean(guide, x[rows], _rows(y, rows)) for rows in _spans(x.shape[0], batch_size)])
 
 
-def _batch_like(x_template: torch.Tensor, n: int) -> torch.Tensor:
+def batch_like(x_template: torch.Tensor, n: int) -> torch.Tensor:
     """n copies of the first row of ``x_template``: the data argument when only the latent matters."""
     return x_template[:1].expand((n,) + x_template.shape[1:])
 
 
 @torch.no_grad()
-def model_site(model: Callable, name: str, z: torch.Tensor, x_template: torch.Tensor,
-               y: torch.Tensor | None = None) -> torch.distributions.Distribution:
-    """The distribution at the model's site ``name`` with ``z`` fixed: p(z) for ``"z"``, p(x|z) for ``"x"``."""
-    tr = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(_batch_like(x_template, z.shape[0]), y)
+def model_site(model: Callable, name: str, z: torch.Tensor, x_template: torch.Tensor, y: torch.Tensor | None = None,
+               fixed: dict[str, torch.Tensor] | None = None) -> torch.distributions.Distribution:
+    """The distribution at the model's site ``name`` with ``z`` (and the sites in ``fixed``, e.g. decoder
+    weights) fixed: p(z) for ``"z"``, p(x|z) for ``"x"``."""
+    data = {"z": z} | (fixed or {})
+    tr = poutine.trace(poutine.condition(model, data=data)).get_trace(batch_like(x_template, z.shape[0]), y)
     return tr.nodes[name]["fn"]
 
 
@@ -278,13 +280,13 @@ def decode_mean(model: Callable, z: torch.Tensor, x_template: torch.Tensor, y: t
 @torch.no_grad()
 def prior_draws(model: Callable, x_template: torch.Tensor, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
     """n draws of z from the model's prior (its ``z`` site with x unobserved)."""
-    return poutine.trace(poutine.uncondition(model)).get_trace(_batch_like(x_template, n), y).nodes["z"]["value"]
+    return poutine.trace(poutine.uncondition(model)).get_trace(batch_like(x_template, n), y).nodes["z"]["value"]
 
 
 @torch.no_grad()
 def prior_samples(model: Callable, x_template: torch.Tensor, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
     """Mean images E[x|z] for z drawn from the prior (the usual "samples" figure)."""
-    tr = poutine.trace(poutine.uncondition(model)).get_trace(_batch_like(x_template, n), y)
+    tr = poutine.trace(poutine.uncondition(model)).get_trace(batch_like(x_template, n), y)
     return tr.nodes["x"]["fn"].mean
 
 
