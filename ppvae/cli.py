@@ -24,13 +24,14 @@ def cmd_run(args: argparse.Namespace) -> None:
         overrides = [args.experiment, *args.overrides] if args.experiment else args.overrides
         run_dir = experiment.run(None, resume=Path(args.resume), overrides=overrides)
     elif study.read(args.experiment) is not None:
-        folder = study.run(args.experiment, args.scale or "smoke", args.overrides, out=args.out)
+        variants = args.variants.split(",") if args.variants else None
+        folder = study.run(args.experiment, args.scale or "smoke", args.overrides, out=args.out, variants=variants)
         print(f"study folder: {folder}")
         print(f"results:      {folder / 'results.md'}")
         return
     else:
-        if args.scale:
-            raise PPVAEError(f"{args.experiment!r} is a single run, not a study; drop --scale.")
+        if args.scale or args.variants:
+            raise PPVAEError(f"{args.experiment!r} is a single run, not a study; drop --scale / --variants.")
         cfg = config.load(args.experiment, args.overrides)
         run_dir = experiment.run(cfg, out=args.out)
     print(f"run folder: {run_dir}")
@@ -126,6 +127,7 @@ def parser() -> argparse.ArgumentParser:
                    help="continue a stopped run from its checkpoint; overrides may change train.epochs, "
                         "train.lr, train.device and eval.*")
     r.add_argument("--scale", help="for a study: which [study.scales] entry to run (default smoke)")
+    r.add_argument("--variants", metavar="A,B", help="for a study: run only these named [study.variants]")
     r.set_defaults(func=cmd_run)
     e = sub.add_parser("eval", help="re-evaluate a run folder (metrics.json, figures, report.md)")
     e.add_argument("run_dir")

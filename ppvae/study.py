@@ -12,7 +12,8 @@ A study file is an ordinary experiment (its sections are the shared base config)
     full = ["data.name=mnist", "train.epochs=100"]       # a plain list is just overrides
 
 ``ppvae run NAME --scale smoke`` writes one run folder per variant inside a study folder,
-then ``results.md`` and ``results.csv`` with one row per run, ``curves.png`` (train and
+then ``results.md`` and ``results.csv`` with one row per run (``--variants a,b`` runs only those
+named variants, e.g. to split a long study over two processes), ``curves.png`` (train and
 test bound against training samples seen, every run overlaid) and, for a two-key grid,
 ``heatmap.png`` of the final train loss and test ELBO.
 """
@@ -62,16 +63,21 @@ def read(name_or_path: str) -> Study | None:
                  list(spec.get("columns", DEFAULT_COLUMNS)), dict(spec.get("scales", {})))
 
 
-def configs(study: Study, scale: str, overrides: list[str] = ()) -> list[tuple[str, Config]]:
-    """(label, validated config) for every run; all are validated before any run starts."""
+def configs(study: Study, scale: str, overrides: list[str] = (),
+            variants: list[str] | None = None) -> list[tuple[str, Config]]:
+    """(label, validated config) for every run; all are validated before any run starts.
+
+    ``variants`` picks some of the study's named variants (all when None), so a long study can be
+    split over processes or cores without copying its file."""
     if study.scales and scale not in study.scales:
         raise ConfigError(f"Study {study.name!r} has no scale {scale!r}; choose one of {', '.join(study.scales)}.")
+    chosen = _variants(study, variants)
     scale_overrides, vary = _scale(study, scale)
     keys = list(vary)
     out = []
     for values in itertools.product(*(vary[k] for k in keys)):
         grid = [f"{k}={json.dumps(v)}" for k, v in zip(keys, values)]
-        for variant, extra in study.variants.items():
+        for variant, extra in chosen.items():
             for seed in study.seeds:
                 label = ", ".join([variant] * bool(variant) + grid + [f"seed={seed}"] * (len(study.seeds) > 1))
                 raw = copy.deepcopy(study.base)
@@ -80,6 +86,17 @@ def configs(study: Study, scale: str, overrides: list[str] = ()) -> list[tuple[s
                                             *overrides])
                 out.append((label or study.name, from_dict(raw)))
     return out
+
+
+def _variants(study: Study, names: list[str] | None) -> dict[str, list[str]]:
+    """The named variants to run, in the study's order."""
+    if names is None:
+        return study.variants
+    unknown = [n for n in names if n not in study.variants]
+    if unknown:
+        raise ConfigError(f"Study {study.name!r} has no variant(s) {unknown}; choose from "
+                          f"{', '.join(v for v in study.variants if v) or '(none: it has no [study.variants])'}.")
+    return {v: extra for v, extra in study.variants.items() if v in names}
 
 
 def _scale(study: Study, scale: str) -> tuple[list[str], dict[str, list]]:
@@ -93,14 +110,16 @@ def _scale(study: Study, scale: str) -> tuple[list[str], dict[str, list]]:
     return list(spec.get("set", [])), study.vary | dict(spec.get("vary", {}))
 
 
-def run(name_or_path: str, scale: str = "smoke", overrides: list[str] = (), out: Path | str = "runs") -> Path:
-    """Run every variant of a study and write ``results.md`` / ``results.csv`` in the study folder."""
+def run(name_or_path: str, scale: str = "smoke", overrides: list[str] = (), out: Path | str = "runs",
+        variants: list[str] | None = None) -> Path:
+    """Run every variant of a study (or those named in ``variants``) and write ``results.md`` /
+    ``results.csv`` in the study folder."""
     from ppvae import experiment
 
     study = read(name_or_path)
     if study is None:
         raise ConfigError(f"{name_or_path!r} has no [study] table; run it without --scale.")
-    planned = configs(study, scale, list(overrides))
+    planned = configs(study, scale, list(overrides), variants)
     study_dir = runs.new_run_dir(out, f"{study.name}-{scale}")
     rows = []
     for label, cfg in planned:

@@ -60,6 +60,18 @@ def test_study_validates_every_variant_before_running(tmp_path):
         study.configs(study.read(str(path)), "full")
 
 
+def test_study_runs_only_the_chosen_variants(tmp_path, capsys):
+    path = tmp_path / "tiny.toml"
+    path.write_text(STUDY)
+    s = study.read(str(path))
+    assert [label for label, _ in study.configs(s, "smoke", variants=["ae"])] == [
+        "ae, model.latent_dim=2", "ae, model.latent_dim=3"]
+    with pytest.raises(ConfigError, match="no variant.*'vea'.*choose from vae, ae"):
+        study.configs(s, "smoke", variants=["vea"])
+    assert main(["run", "quickstart", "--variants", "ae"]) == 2
+    assert "single run" in capsys.readouterr().err
+
+
 BUNDLED_STUDIES = [name for name in bundled_experiments() if study.read(name) is not None]
 
 
