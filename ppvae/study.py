@@ -153,8 +153,8 @@ def study_figures(folder: Path, planned: list[tuple[str, Config]], rows: list[di
     for (label, cfg), row in zip(planned, rows):
         hist = runs.read_jsonl(folder / row["folder"] / runs.EPOCHS)
         seen = [h["step"] * cfg.train.batch_size for h in hist]
-        series[f"{label} (train)"] = (seen, [-h["train_loss"] for h in hist])
-        series[f"{label} (test)"] = (seen, [h["test_elbo"] for h in hist])
+        series[f"{label} (train {_objective(cfg)})"] = (seen, [-h["train_loss"] for h in hist])
+        series[f"{label} (test ELBO)"] = (seen, [h["test_elbo"] for h in hist])
     plots.curves(series, folder / "curves.png", xlabel="training samples seen", title="lower bound per example")
     if len(keys) == 2:
         metrics = [runs.read_json(folder / r["folder"] / runs.METRICS) for r in rows]
@@ -167,6 +167,13 @@ def study_figures(folder: Path, planned: list[tuple[str, Config]], rows: list[di
             plots.heatmap(grid, [str(v) for v in values[keys[0]]], [str(v) for v in values[keys[1]]],
                           folder / f"heatmap_{metric}.png", ylabel=keys[0], xlabel=keys[1],
                           title=("train bound" if sign < 0 else "test ELBO") + " per example")
+
+
+def _objective(cfg: Config) -> str:
+    """What a run's train curve shows: its training objective, which is not always the ELBO."""
+    e = cfg.estimator
+    name = {"iwae": f"IWAE k={e.k}", "renyi": f"Renyi a={e.alpha:g}, {e.num_particles} samples"}.get(e.name, "ELBO")
+    return name + (f", beta={e.beta:g}" if e.beta != 1.0 else "")
 
 
 def _get(cfg: Config, key: str):

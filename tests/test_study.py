@@ -8,6 +8,7 @@ import pytest
 
 from ppvae import study
 from ppvae.cli import main
+from ppvae import config
 from ppvae.config import bundled_experiments
 from ppvae.errors import ConfigError
 
@@ -95,3 +96,11 @@ def test_bundled_study_smoke_scale(name, study_smoke):
                 assert math.isfinite(float(value)) and abs(float(value)) < 1e4, (key, value)
     if len(study._scale(study.read(name), "smoke")[1]) == 2:
         assert (folder / "heatmap_test_elbo.png").is_file()
+
+
+def test_curve_labels_name_the_training_objective():
+    """An IWAE run's train curve is its k-sample bound, a beta-VAE's its beta-weighted one: the legend says so."""
+    label = lambda *o: study._objective(config.load("quickstart", list(o)))  # noqa: E731
+    assert label() == "ELBO"
+    assert label("estimator.name=iwae", "estimator.k=50") == "IWAE k=50"
+    assert label("estimator.beta=4") == "ELBO, beta=4"
