@@ -158,7 +158,7 @@ def study_figures(folder: Path, planned: list[tuple[str, Config]], rows: list[di
     plots.curves(series, folder / "curves.png", xlabel="training samples seen", title="lower bound per example")
     if len(keys) == 2:
         metrics = [runs.read_json(folder / r["folder"] / runs.METRICS) for r in rows]
-        values = {key: sorted({_get(cfg, key) for _, cfg in planned}, key=str) for key in keys}
+        values = {key: _ordered({_get(cfg, key) for _, cfg in planned}) for key in keys}
         for metric, sign in (("final_train_loss", -1.0), ("test_elbo", 1.0)):
             grid = [[float("nan")] * len(values[keys[1]]) for _ in values[keys[0]]]
             for (_, cfg), m in zip(planned, metrics):
@@ -174,6 +174,14 @@ def _objective(cfg: Config) -> str:
     e = cfg.estimator
     name = {"iwae": f"IWAE k={e.k}", "renyi": f"Renyi a={e.alpha:g}, {e.num_particles} samples"}.get(e.name, "ELBO")
     return name + (f", beta={e.beta:g}" if e.beta != 1.0 else "")
+
+
+def _ordered(values: set) -> list:
+    """Grid values in their natural order (20 before 100), or as text when they do not compare."""
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=str)
 
 
 def _get(cfg: Config, key: str):

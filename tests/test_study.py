@@ -104,3 +104,9 @@ def test_curve_labels_name_the_training_objective():
     assert label() == "ELBO"
     assert label("estimator.name=iwae", "estimator.k=50") == "IWAE k=50"
     assert label("estimator.beta=4") == "ELBO, beta=4"
+
+
+def test_heatmap_axes_follow_the_values_order():
+    assert study._ordered({100, 20, 60}) == [20, 60, 100]  # not "100" < "20" as text
+    assert study._ordered({(500, 500), (500,)}) == [(500,), (500, 500)]
+    assert study._ordered({"relu", 3}) == [3, "relu"]
