@@ -18,17 +18,14 @@ class DenoisingGuide(nn.Module):
     """Wrap a guide so that, in training mode, it encodes ``x`` corrupted by salt-and-pepper noise.
 
     The wrapped pair optimizes the denoising variational bound E_{p(x~|x)} ELBO(q(z|x~)); in
-    eval mode (evaluation, figures) the guide sees clean inputs, unless ``in_eval``
-    (``eval.noisy_proposal``) keeps the corruption: q(z|x~) is as valid an importance
-    proposal for p(x) as q(z|x), and the encoder was trained on x~ only. With ``end`` and ``epochs``
+    eval mode (evaluation, figures) the guide sees clean inputs. With ``end`` and ``epochs``
     the level falls linearly from ``level`` in the first epoch to ``end`` in the last (the
     trainer's ``on_epoch_end`` hook moves it; it is checkpointed as the module's extra state).
     """
 
-    def __init__(self, guide: Callable, level: float, end: float | None = None, epochs: int = 1,
-                 in_eval: bool = False):
+    def __init__(self, guide: Callable, level: float, end: float | None = None, epochs: int = 1):
         super().__init__()
-        self.guide, self.start, self.epochs, self.in_eval = guide, level, epochs, in_eval
+        self.guide, self.start, self.epochs = guide, level, epochs
         self.end = level if end is None else end
         self.level = level
 
@@ -43,6 +40,6 @@ class DenoisingGuide(nn.Module):
         self.level = state["level"]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        if (self.training or self.in_eval) and self.level > 0:
+        if self.training and self.level > 0:
             x = salt_and_pepper(x, self.level)
         return self.guide(x, y)

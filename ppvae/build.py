@@ -69,9 +69,7 @@ def build_pair(cfg: Config, data: Dataset) -> Pair:
                           f"{type(model).__name__} does not run; use 'gaussian_learned' (sigma learned by gradient).")
     if g.noise > 0:
         end = g.noise_end if g.noise_schedule == "linear" else g.noise
-        guide = DenoisingGuide(guide, g.noise, end, cfg.train.epochs, in_eval=cfg.eval.noisy_proposal)
-    elif cfg.eval.noisy_proposal:
-        raise ConfigError("eval.noisy_proposal = true needs a denoising guide (guide.noise > 0).")
+        guide = DenoisingGuide(guide, g.noise, end, cfg.train.epochs)
     return model, guide
 
 

@@ -132,8 +132,6 @@ class TrainConfig:
 class EvalConfig:
     k: int = _opt(1000, check=">= 1", doc="importance samples for the test log-likelihood")
     num_test: int = _opt(0, check=">= 0", doc="evaluate on the first N test points (0: all)")
-    noisy_proposal: bool = _opt(False, doc="denoising guide: keep corrupting the encoder's input in evaluation, as "
-                                "in training (any proposal gives a valid bound; the encoder never saw clean inputs)")
     chunk_size: int = _opt(0, check=">= 0", doc="importance samples per chunk (0: automatic)")
     log_weights_mb: float = _opt(64.0, check=">= 0",
                                  doc="save the N x k log-weight matrix (log_weights.npz, float16) when it needs at "

@@ -227,7 +227,6 @@ def finish(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: d
     objective that was trained).
     """
     # evaluation mode: batch norm uses its running statistics, a denoising guide sees clean inputs
-    # (unless eval.noisy_proposal)
     with eval_mode(trainer.model, trainer.guide):
         n = cfg.eval.num_test or data.test_x.shape[0]
         y = None if data.test_y is None else data.test_y[:n]
@@ -249,10 +248,6 @@ def finish(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: d
             "device": str(trainer.device),
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__},
         } | trainer.extra_metrics() | (extra or {})
-        if cfg.eval.noisy_proposal:
-            metrics["eval_notes"] = [*metrics.get("eval_notes", []), (
-                "eval.noisy_proposal: the guide encoded corrupted test inputs, so test_ll is the bound with that "
-                "proposal; the ELBO split, reconstructions and active units use them too.")]
         for k in cfg.eval.extra_k:  # e.g. the k = 20 bound beside k = 5000, on the same points
             ll = log_likelihood(trainer.model, trainer.guide, data.test_x[:n], y, k=k, chunk_size=cfg.eval.chunk_size)["ll"]
             metrics[f"test_ll_k{k}"] = ll.mean().item()

@@ -1,14 +1,13 @@
 """Conditional (CVAE) and denoising (DVAE) pairs built from the config."""
 
 import json
-import math
 
 import pytest
 import torch
 
 from ppvae import build_pair, config, experiment
 from ppvae.data import load_dataset
-from ppvae.errors import ConfigError, DataError
+from ppvae.errors import DataError
 from ppvae.guides.denoising import DenoisingGuide, salt_and_pepper
 
 
@@ -120,18 +119,3 @@ def test_evaluation_runs_in_eval_mode_so_a_denoising_guide_sees_clean_inputs(tmp
     noisy = evaluate_detailed(model, guide, data.test_x, data.test_y, k=10, seed=metrics["eval_seed"])
     assert clean.metrics["test_ll"] == pytest.approx(metrics["test_ll"], abs=1e-6)
     assert abs(noisy.metrics["test_ll"] - clean.metrics["test_ll"]) > 0.01  # noisy inputs give other numbers
-
-
-def test_noisy_proposal_keeps_the_training_corruption_in_evaluation(tmp_path):
-    """eval.noisy_proposal: the denoising encoder scores test points from corrupted inputs, a different valid bound."""
-    from ppvae.cli import main
-
-    cfg = config.load("quickstart", ["guide.noise=0.5", "train.epochs=1", "eval.k=10", "data.max_train=200"])
-    run_dir = experiment.run(cfg, out=tmp_path)
-    clean = json.loads((run_dir / "metrics.json").read_text())
-    assert main(["eval", str(run_dir), "eval.noisy_proposal=true"]) == 0
-    noisy = json.loads((run_dir / "metrics.json").read_text())
-    assert math.isfinite(noisy["test_ll"]) and abs(noisy["test_ll"] - clean["test_ll"]) > 0.01
-    assert any("noisy_proposal" in note for note in noisy["eval_notes"])
-    with pytest.raises(ConfigError, match="needs a denoising guide"):
-        build_pair(config.load("quickstart", ["eval.noisy_proposal=true"]), load_dataset(cfg.data))
