@@ -38,6 +38,7 @@ from pyro import poutine
 from ppvae import diagnostics, runs
 from ppvae.importance import (DATA_PLATE, PARTICLE_PLATE, LogWeights, direct_log_weights, direct_pair, direct_posterior,
                               is_latent, log_weights, max_plate_nesting)
+from ppvae.errors import EstimatorError
 from ppvae.memory import retry_on_oom, reuse_freed_memory
 
 ELEMENT_BUDGET = 2**21  # model-output floats per chunk: 8 MB in float32 (as fast as 32 MB chunks on CPU, 0.35 GB less peak)
@@ -195,6 +196,7 @@ def row_blocks(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tenso
     nesting = max_plate_nesting(model, guide, x[:1], _rows(y, slice(0, 1)))
     points, k_chunk = plan_chunks(n, k, x[0].numel(), chunk_size, chunk_points)
     reuse_freed_memory()
+    _check_guide_is_a_function(guide, x[:CHECK_POINTS], _rows(y, slice(0, CHECK_POINTS)))
     direct = direct_pair(model, guide, x, y)
     tiles = TiledProposal(guide, x, y, k, nesting, seed, direct)
     for rows in _spans(n, points):
@@ -218,6 +220,30 @@ def row_blocks(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tenso
             latent = latent + lw.latent.sum(0)
             done += lw.obs.shape[0]
         yield RowBlock(rows, torch.cat(blocks).T, recon, latent, bool(tiles.point_mass))
+
+
+CHECK_POINTS = 8  # data points on which the guide is run twice before an evaluation
+
+
+def _check_guide_is_a_function(guide: Callable, x: torch.Tensor, y: torch.Tensor | None) -> None:
+    """Refuse a guide whose q(z|x) changes from run to run (random input corruption, dropout).
+
+    Evaluation draws samples with one run of the guide and scores them with another (replay,
+    or the encoder of a row block); if the two runs disagree, samples of one q are weighted by
+    another and the IWAE estimate is no longer a bound. Draws are made on a forked generator.
+    """
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        first = poutine.trace(guide).get_trace(x, y)
+        again = poutine.trace(poutine.replay(guide, trace=first)).get_trace(x, y)
+    for name, site in first.nodes.items():
+        if is_latent(site):
+            a, b = site["fn"].log_prob(site["value"]), again.nodes[name]["fn"].log_prob(site["value"])
+            if not torch.allclose(a, b, rtol=1e-4, atol=1e-3):
+                raise EstimatorError(
+                    f"The guide's q({name} | x) differs between two runs on the same inputs (log q moved by up to "
+                    f"{(a - b).abs().max().item():.3g}), e.g. from random input corruption or dropout. Evaluation scores "
+                    "each draw by running the guide again, so it needs q to be a function of x: evaluate inside "
+                    "ppvae.nn.eval_mode(model, guide), as ppvae run / ppvae eval do.")
 
 
 @torch.no_grad()
