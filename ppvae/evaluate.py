@@ -36,15 +36,16 @@ import torch
 from pyro import poutine
 
 from ppvae import diagnostics, runs
+from ppvae.errors import EstimatorError
 from ppvae.importance import (DATA_PLATE, PARTICLE_PLATE, LogWeights, direct_log_weights, direct_pair, direct_posterior,
                               is_latent, log_weights, max_plate_nesting)
-from ppvae.errors import EstimatorError
 from ppvae.memory import retry_on_oom, reuse_freed_memory
 
 ELEMENT_BUDGET = 2**21  # model-output floats per chunk: 8 MB in float32 (as fast as 32 MB chunks on CPU, 0.35 GB less peak)
 ROW_BUDGET = 2**21  # log-weights per row block, held in float64 for the diagnostics: 16 MB
 TILE_SAMPLES = 32  # the guide's draws are seeded per tile of samples x points
 TILE_POINTS = 64
+CHECK_POINTS = 8  # data points on which the guide is run twice before an evaluation (see _check_guide_is_a_function)
 ROUNDING_ULPS = 256  # log-weights this many float epsilons apart (relative) count as equal for k-hat
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015): unit j is active if Cov_x E_q[z_j | x] > 0.01
 POINTWISE = "pointwise.npz"  # per test point: ll, elbo, recon, kl, khat, ess, z_mean
@@ -222,9 +223,6 @@ def row_blocks(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tenso
         yield RowBlock(rows, torch.cat(blocks).T, recon, latent, bool(tiles.point_mass))
 
 
-CHECK_POINTS = 8  # data points on which the guide is run twice before an evaluation
-
-
 def _check_guide_is_a_function(guide: Callable, x: torch.Tensor, y: torch.Tensor | None) -> None:
     """Refuse a guide whose q(z|x) changes from run to run (random input corruption, dropout).
 
@@ -241,8 +239,8 @@ def _check_guide_is_a_function(guide: Callable, x: torch.Tensor, y: torch.Tensor
             if not torch.allclose(a, b, rtol=1e-4, atol=1e-3):
                 raise EstimatorError(
                     f"The guide's q({name} | x) differs between two runs on the same inputs (log q moved by up to "
-                    f"{(a - b).abs().max().item():.3g}), e.g. from random input corruption or dropout. Evaluation scores "
-                    "each draw by running the guide again, so it needs q to be a function of x: evaluate inside "
+                    f"{(a - b).abs().max().item():.3g}), e.g. from random input corruption or dropout. Evaluation "
+                    "scores each draw by running the guide again, so it needs q to be a function of x: evaluate inside "
                     "ppvae.nn.eval_mode(model, guide), as ppvae run / ppvae eval do.")
 
 

@@ -6,9 +6,8 @@ import math
 
 import pytest
 
-from ppvae import study
+from ppvae import config, study
 from ppvae.cli import main
-from ppvae import config
 from ppvae.config import bundled_experiments
 from ppvae.errors import ConfigError
 
