@@ -1,11 +1,12 @@
 """Inference side of ppvae: encoders, posterior families and composed Pyro guides.
 
-Installed as ``ppvae.guides`` (the folder is mapped in pyproject.toml).
+Installed as ``ppvae.guides`` (the folder is mapped in pyproject.toml). Importing it registers
+every posterior family in ``families/``.
 """
 
-from .posteriors import (FAMILIES, BetaFamily, DiagonalNormal, InverseAutoregressiveFlow, KumaraswamyFamily,
-                         LowRankNormal, PointMass)
+from . import families
+from .families.delta import PointMass
+from .families.normal import DiagonalNormal
 from .vae import VAEGuide
 
-__all__ = ["FAMILIES", "DiagonalNormal", "PointMass", "VAEGuide", "BetaFamily", "KumaraswamyFamily", "LowRankNormal",
-           "InverseAutoregressiveFlow"]
+__all__ = ["families", "DiagonalNormal", "PointMass", "VAEGuide"]

@@ -1,16 +1,18 @@
-"""Generative side of ppvae: priors, likelihoods, decoders and composed Pyro models.
+"""Generative side of ppvae: priors, likelihoods, decoder weights and composed Pyro models.
 
-Installed as ``ppvae.models`` (the folder is mapped in pyproject.toml).
+Installed as ``ppvae.models`` (the folder is mapped in pyproject.toml). Importing it registers
+every part in ``likelihoods/`` and ``priors/`` and the decoder-weight parts.
 """
 
-from .likelihoods import (LIKELIHOODS, Bernoulli, GaussianFixed, GaussianLearned, GaussianMeanVar, GaussianOptimal,
-                          GaussianPerPixel)
-from .bayesian import BayesianVAEModel
-from .priors import PRIORS, GaussianMixture, SparseBeta, StandardNormal, ZeroOneMixture
-from .vae import VAEModel
+from . import likelihoods, priors
+from .bayesian import BayesianVAEModel, BayesianWeights
+from .hierarchical import TwoLayerModel
+from .likelihoods.bernoulli import Bernoulli
+from .likelihoods.calibrated import GaussianOptimal, GaussianPerPixel
+from .likelihoods.gaussian import GaussianFixed, GaussianLearned, GaussianMeanVar
+from .priors.normal import StandardNormal
+from .vae import PointWeights, VAEModel
 
-__all__ = [
-    "LIKELIHOODS", "PRIORS", "Bernoulli", "GaussianFixed", "GaussianLearned", "GaussianMeanVar", "GaussianOptimal",
-    "GaussianPerPixel",
-    "StandardNormal", "VAEModel", "SparseBeta", "ZeroOneMixture", "GaussianMixture", "BayesianVAEModel",
-]
+__all__ = ["likelihoods", "priors", "BayesianVAEModel", "BayesianWeights", "TwoLayerModel", "Bernoulli",
+           "GaussianOptimal", "GaussianPerPixel", "GaussianFixed", "GaussianLearned", "GaussianMeanVar",
+           "StandardNormal", "PointWeights", "VAEModel"]

@@ -1,4 +1,5 @@
-"""The composed VAE model: z ~ prior, x ~ likelihood(decoder(z[, y])), one ``data`` plate."""
+"""The composed VAE model: z ~ prior, x ~ likelihood(decoder(z[, y])), one ``data`` plate; and point-estimate
+decoder weights, the default of the ``weights`` kind."""
 
 from __future__ import annotations
 
@@ -7,23 +8,16 @@ from collections.abc import Callable
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 from pyro import poutine
 from torch import nn
 
-
-def with_labels(h: torch.Tensor, y: torch.Tensor | None, num_classes: int) -> torch.Tensor:
-    """Append one-hot labels to the last dimension (broadcast over particle dims); a no-op when
-    ``num_classes`` is 0. Conditional pairs (CVAE) use it on both decoder and encoder inputs."""
-    if not num_classes:
-        return h
-    if y is None:
-        raise ValueError("This is a conditional (CVAE) pair: call it with labels y.")
-    onehot = F.one_hot(y, num_classes).to(h.dtype)
-    return torch.cat([h, onehot.expand(h.shape[:-1] + (num_classes,))], dim=-1)
+from ppvae import registry
+from ppvae.nn import make_network, with_labels
+from ppvae.registry import Spec
+from ppvae.sites import LATENT, OBSERVED, FastPath
 
 
-class VAEModel(nn.Module):
+class VAEModel(FastPath, nn.Module):
     """A Pyro model built from three swappable parts.
 
     Calling the module runs the model (``model(x, y=None)``); ``decode`` gives p(x|z) for
@@ -31,6 +25,8 @@ class VAEModel(nn.Module):
     registered under ``name`` with :func:`pyro.module`. With ``num_classes > 0`` the
     decoder also reads the one-hot label (a conditional VAE).
     """
+
+    fast_path = True  # its densities come from its parts (ppvae.infer.fast)
 
     def __init__(self, prior: nn.Module, decoder: nn.Module, likelihood: nn.Module, name: str = "model",
                  num_classes: int = 0):
@@ -59,7 +55,7 @@ class VAEModel(nn.Module):
         decoder outputs for z drawn from the guide on the batch just trained on."""
         update = getattr(self.likelihood, "after_step", None)
         if update is not None:
-            z = poutine.trace(guide).get_trace(x, y).nodes["z"]["value"]
+            z = poutine.trace(guide).get_trace(x, y).nodes[LATENT]["value"]
             update(self.decoder(with_labels(z, y, self.num_classes)), x)
 
     def on_epoch_end(self, epoch: int) -> None:
@@ -70,5 +66,13 @@ class VAEModel(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         pyro.module(self.name, self)
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", self.prior())
-            pyro.sample("x", self.decode(z, y), obs=x)
+            z = pyro.sample(LATENT, self.prior())
+            pyro.sample(OBSERVED, self.decode(z, y), obs=x)
+
+
+@registry.register("weights", "point")
+class PointWeights:
+    """Point estimates of the decoder weights (registered with pyro.module): the usual VAE."""
+
+    def decoder(self, network: Spec, in_dim: int, out_dim: int, image_shape: tuple[int, ...]) -> nn.Module:
+        return make_network(network, in_dim, out_dim, image_shape, "decoder")

@@ -1,16 +1,30 @@
 """ppvae: variational autoencoders as composable Pyro model/guide pairs.
 
-The pieces most scripts need::
+The pieces most scripts need, imported on first use (so ``import ppvae`` stays cheap)::
 
     from ppvae import config, load_dataset, build_pair, make_estimator, Trainer, evaluate
 """
 
-from ppvae.build import build_pair
-from ppvae.data import Dataset, load_dataset
-from ppvae.estimators import make_estimator
-from ppvae.evaluate import evaluate
-from ppvae.train import Trainer
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import Any
 
-__all__ = ["Dataset", "Trainer", "build_pair", "evaluate", "load_dataset", "make_estimator"]
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "Dataset": "ppvae.data",
+    "load_dataset": "ppvae.data",
+    "build_pair": "ppvae.build",
+    "make_estimator": "ppvae.infer.estimators",
+    "Trainer": "ppvae.infer.trainer",
+    "evaluate": "ppvae.evaluation.loglik",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ppvae' has no attribute {name!r}")

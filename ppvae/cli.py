@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import sys
 from pathlib import Path
@@ -12,13 +11,9 @@ from ppvae import config
 from ppvae.errors import Interrupted, PPVAEError
 
 
-def _first_line(obj) -> str:
-    doc = inspect.getdoc(obj) or ""
-    return doc.splitlines()[0] if doc else ""
-
-
 def cmd_run(args: argparse.Namespace) -> None:
-    from ppvae import experiment, study
+    from ppvae.studies import run as experiment
+    from ppvae.studies import study
 
     if args.resume:  # positional arguments are all overrides here
         overrides = [args.experiment, *args.overrides] if args.experiment else args.overrides
@@ -39,7 +34,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from ppvae import experiment
+    from ppvae.studies import run as experiment
 
     overrides = [*args.overrides, *([f"eval.k={args.k}"] if args.k else [])]
     other = [o for o in overrides if not o.startswith("eval.")]
@@ -57,7 +52,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from ppvae.compare import compare
+    from ppvae.studies.compare import compare
 
     out_dir, tables = compare(args.run_dirs, args.out)
     print(tables)
@@ -65,7 +60,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from ppvae.sampling import sample_run
+    from ppvae.studies.sample import sample_run
 
     out = sample_run(Path(args.run_dir), args.source, args.n, args.components, args.seed, args.quality)
     print(f"samples: {out['grid']}")
@@ -81,7 +76,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from ppvae import bench
+    from ppvae.experiments import bench
 
     make = bench.BenchOptions.quick if args.quick else bench.BenchOptions
     bench.run(make(out=args.out, threads=args.threads, data=args.data, data_dir=args.data_dir, device=args.device,
@@ -90,30 +85,25 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from ppvae.estimators import ESTIMATORS
-    from ppvae.guides import FAMILIES
-    from ppvae.models import LIKELIHOODS, PRIORS
-    from ppvae.nn import ACTIVATIONS
+    from ppvae import registry
 
     if args.keys:
-        for key, default, doc in config.field_docs():
-            print(f"{key:<26} {default!r:<12} {doc}")
+        for key, default, doc in config.keys():
+            print(f"{key:<34} {default:<14} {doc}")
         return
     print("experiments (ppvae run NAME):")
     for name, path in sorted(config.bundled_experiments().items()):
         raw = path.read_text().splitlines()
         desc = next((line.split("=", 1)[1].strip().strip('"') for line in raw if line.startswith("description")), "")
-        print(f"  {name:<22} {desc}")
-    sections = [("likelihoods (model.likelihood)", LIKELIHOODS), ("priors (model.prior)", PRIORS),
-                ("guides (guide.family)", FAMILIES), ("estimators (estimator.name)", ESTIMATORS)]
-    for title, registry in sections:
-        print(f"{title}:")
-        for name, obj in registry.items():
-            print(f"  {name:<22} {_first_line(obj)}")
-    print("networks (model.decoder / guide.encoder):")
-    print(f"  {'mlp':<22} 0-4 hidden layers, activation one of {', '.join(ACTIVATIONS)}")
-    print(f"  {'cnn':<22} 1-4 stride-2 conv layers with batch norm (kind = 'cnn'; hidden lists channels)")
-    print("config keys: ppvae list --keys")
+        print(f"  {name:<26} {desc}")
+    for kind in registry.KINDS.values():
+        entries = registry.entries(kind.name)
+        common = set.intersection(*({f.name for f in e.fields} for e in entries)) if len(entries) > 1 else set()
+        print(f"{kind.doc} ({kind.where})" + (f"; every one takes {', '.join(sorted(common))}" if common else "") + ":")
+        for e in entries:
+            params = ", ".join(f.name for f in e.fields if f.name not in common)
+            print(f"  {e.name:<26} {e.doc}" + (f" [{params}]" if params else ""))
+    print("config keys, defaults and the parameters of every part: ppvae list --keys")
 
 
 def parser() -> argparse.ArgumentParser:

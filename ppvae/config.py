@@ -1,262 +1,224 @@
-"""Experiment configuration: typed sections, TOML loading, overrides and validation.
+"""Experiment configuration: the sections, TOML loading, overrides and validation.
 
 Every experiment reads the same way (``[data] [model] [guide] [estimator] [train] [eval]``).
-Validation happens before any data is loaded or any step is taken, so a typo costs seconds,
-not a training run. Each dataclass field may carry ``choices`` and ``check`` metadata that
-the validator reads; the same metadata feeds ``ppvae list``.
+A chosen part is a table with its name and its own parameters, ``prior = {name = "beta", a = 0.2}``
+(or just ``prior = "beta"``); :mod:`ppvae.registry` knows the names and parameters of every
+part, so this module lists none of them. Validation -- types, ranges, unknown keys, and the
+cross-part rules of :mod:`ppvae.rules` -- happens before any data is loaded, so a typo costs
+seconds, not a training run. Configs written by ppvae 0.1 (flat keys such as ``model.prior_a``)
+are read through :mod:`ppvae.legacy`, with a one-line notice.
+
+Overrides follow the TOML paths: ``train.epochs=5``, ``model.prior=beta``, ``model.prior.a=0.5``.
+``key?=value`` sets a part's parameter only where the chosen part has it (a study scale that
+shrinks the flow guide's context for the variants that use one); a key no part has is still an
+error.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import difflib
-import math
+import importlib
+import importlib.util
+import logging
+import sys
 import tomllib
-import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
+import ppvae.analyses  # noqa: F401  (each of these registers its parts)
+import ppvae.data  # noqa: F401
+import ppvae.guides  # noqa: F401
+import ppvae.infer.estimators  # noqa: F401
+import ppvae.models  # noqa: F401
+import ppvae.nn  # noqa: F401
+from ppvae import legacy, registry, rules
 from ppvae.errors import ConfigError
+from ppvae.infer.trainer import TrainSettings
+from ppvae.registry import Param, Part, Section, Spec
+
+log = logging.getLogger(__name__)
 
 
-def _opt(default: Any, *, choices: tuple | None = None, check: str | None = None, doc: str = ""):
-    """A config field with optional valid choices and a range check such as ``"> 0"``."""
-    meta = {"choices": choices, "check": check, "doc": doc}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
+@dataclass(frozen=True)
+class ModelSection(Section):
+    """``[model]``: the generative side of the bundled pair (or a pair of your own, ``pair``)."""
+
+    key: ClassVar[str] = "model"
+
+    latent_dim: Annotated[int, Param("> 0", "size of z")] = 2
+    likelihood: Annotated[Spec, Part("likelihood")] = registry.spec("likelihood", "bernoulli", "model.likelihood")
+    prior: Annotated[Spec, Part("prior")] = registry.spec("prior", "normal", "model.prior")
+    decoder: Annotated[Spec, Part("network")] = registry.spec("network", "mlp", "model.decoder")
+    weights: Annotated[Spec, Part("weights")] = registry.spec("weights", "point", "model.weights")
+    conditional: Annotated[bool, Param(doc="CVAE: decoder and encoder also read the one-hot label (needs "
+                                           "labels)")] = False
+    top_latent_dim: Annotated[int, Param(">= 0", "a second stochastic layer z2 of this size (0: one layer)")] = 0
+    top: Annotated[Spec, Part("network")] = registry.spec(
+        "network", {"name": "mlp", "hidden": [100, 100], "activation": "tanh"}, "model.top")
+    pair: Annotated[str, Param(doc="a pair of your own, 'file.py:make_pair' or 'module:make_pair'; replaces the "
+                                   "[model] and [guide] parts")] = ""
+    pair_params: Annotated[dict, Param(doc="keyword arguments of your pair's factory (checked against its "
+                                           "keyword-only parameters)")] = field(default_factory=dict)
 
 
-ACTIVATIONS = ("tanh", "relu", "sigmoid", "softplus", "elu", "leaky_relu")
+@dataclass(frozen=True)
+class GuideSection(Section):
+    """``[guide]``: the inference side of the bundled pair."""
+
+    key: ClassVar[str] = "guide"
+
+    family: Annotated[Spec, Part("family")] = registry.spec("family", "normal", "guide.family")
+    encoder: Annotated[Spec, Part("network")] = registry.spec("network", "mlp", "guide.encoder")
+    noise: Annotated[float, Param(">= 0", "denoising VAE: salt-and-pepper level on the encoder input in "
+                                          "training")] = 0.0
+    noise_schedule: Annotated[str, Param(doc="linear: the level falls to noise_end over the epochs",
+                                         choices=("constant", "linear"))] = "constant"
+    noise_end: Annotated[float, Param(">= 0", "final noise level of the linear schedule")] = 0.0
 
 
-@dataclass
-class NetworkConfig:
-    """An encoder or decoder network."""
+@dataclass(frozen=True)
+class EvalSection(Section):
+    """``[eval]``: the test evaluation, and the analyses added to it (``[eval.<analysis>]``)."""
 
-    kind: str = _opt("mlp", choices=("mlp", "cnn"), doc="network family")
-    hidden: list = _opt([256], doc="MLP: hidden widths, 0 to 4 layers ([] is linear); CNN: channels per stride-2 layer, 1 to 4")
-    activation: str = _opt("relu", choices=ACTIVATIONS)
+    key: ClassVar[str] = "eval"
 
+    k: Annotated[int, Param(">= 1", "importance samples for the test log-likelihood")] = 1000
+    num_test: Annotated[int, Param(">= 0", "evaluate on the first N test points (0: all)")] = 0
+    chunk_size: Annotated[int, Param(">= 0", "importance samples per chunk (0: automatic)")] = 0
+    log_weights_mb: Annotated[float, Param(">= 0", "save the N x k log-weight matrix (log_weights.npz, float16) "
+                                                   "when it needs at most this many MB (0: never; 'ppvae eval' "
+                                                   "recomputes it exactly)")] = 64.0
+    analyses: dict = field(default_factory=dict)  # analysis name -> Spec; in TOML each is its own eval.<name> table
 
-@dataclass
-class DataConfig:
-    name: str = _opt("digits", choices=("digits", "mnist", "fashion_mnist", "frey_face", "binarized_mnist", "npz"))
-    path: str = _opt("", doc="file for name = 'npz' (array 'x', optional 'y')")
-    scale: str = _opt("auto", choices=("auto", "none", "255"),
-                      doc="npz pixel scaling: 'auto' divides 0..255 integer images by 255, "
-                          "'255' always divides, 'none' uses values as stored (must lie in [0, 1])")
-    data_dir: str = _opt("", doc="folder holding the raw files; default $PPVAE_DATA or ~/.cache/ppvae")
-    download: bool = _opt(True, doc="try to download missing files (needs network)")
-    binarize: str = _opt("none", choices=("none", "threshold", "static", "dynamic"))
-    test_fraction: float = _opt(0.2, check="in (0, 1)", doc="held-out share for sets without an official split")
-    max_train: int = _opt(0, check=">= 0", doc="use only the first N training points (0: all)")
-    max_test: int = _opt(0, check=">= 0", doc="use only the first N test points (0: all)")
-    seed: int = _opt(0, check="in [0, 4294967295]", doc="seed of the split and of static binarization")
-
-
-@dataclass
-class ModelConfig:
-    latent_dim: int = _opt(2, check="> 0")
-    likelihood: str = _opt("bernoulli", choices=("bernoulli", "gaussian_fixed", "gaussian_learned", "gaussian_optimal",
-                                                 "gaussian_perpixel", "gaussian_meanvar"))
-    sigma: float = _opt(1.0, check="> 0", doc="fixed sigma, or initial sigma when learned or set in closed form")
-    sigma_floor: float = _opt(1e-3, check="> 0", doc="gaussian_optimal/perpixel: lower limit of the closed-form sigma")
-    stage_one_tol: float = _opt(0.01, check="> 0", doc="gaussian_perpixel: stage one ends when the epoch's sigma "
-                                                       "changes by less than this (relative)")
-    stage_one_max_epochs: int = _opt(20, check=">= 1",
-                                     doc="gaussian_perpixel: stage one ends after this many epochs at the latest")
-    prior: str = _opt("normal", choices=("normal", "beta", "mixture01", "mixture"))
-    prior_a: float = _opt(0.2, check="> 0", doc="prior 'beta': Beta(a, b) per dimension (a, b < 1 put the mass near 0 and 1)")
-    prior_b: float = _opt(0.2, check="> 0", doc="prior 'beta': the concentration b")
-    prior_scale: float = _opt(0.1, check="> 0", doc="prior 'mixture01': sd of the components at 0 and 1")
-    prior_components: int = _opt(10, check=">= 1", doc="prior 'mixture': number of learned Gaussian components")
-    decoder: NetworkConfig = field(default_factory=NetworkConfig)
-    pair: str = _opt("", doc="user pair factory 'file.py:function' or 'module:function'; replaces [model]/[guide] parts")
-    conditional: bool = _opt(False, doc="CVAE: decoder and encoder also read the one-hot label (needs labels)")
-    top_latent_dim: int = _opt(0, check=">= 0", doc="a second stochastic layer z2 of this size (0: one layer)")
-    top: NetworkConfig = field(default_factory=lambda: NetworkConfig(hidden=[100, 100], activation="tanh"))
-    weights: str = _opt("point", choices=("point", "bayesian"),
-                        doc="decoder weights: point estimates, or a mean-field Normal posterior (full variational Bayes)")
-    weight_prior: str = _opt("normal", choices=("normal", "scale_mixture"),
-                             doc="bayesian: N(0, s^2) per weight, or pi N(0, s^2) + (1 - pi) N(0, s_narrow^2)")
-    weight_prior_scale: float = _opt(1.0, check="> 0", doc="bayesian: prior sd s (the wide component of the mixture)")
-    weight_prior_narrow: float = _opt(0.0025, check="> 0", doc="bayesian, scale_mixture: sd of the narrow component")
-    weight_prior_mix: float = _opt(0.5, check="in (0, 1)", doc="bayesian, scale_mixture: weight pi of the wide component")
-    weight_init: str = _opt("", doc="bayesian: a point-estimate run folder whose decoder (posterior means) and "
-                                    "encoder start the run (MAP initialization)")
-    weight_init_scale: float = _opt(0.01, check="> 0", doc="bayesian: initial posterior sd of every weight")
-    local_reparam: bool = _opt(True, doc="bayesian: local reparameterization trick (estimators trace and meanfield only)")
-
-
-@dataclass
-class GuideConfig:
-    family: str = _opt("normal", choices=("normal", "delta", "beta", "kumaraswamy", "lowrank", "flow"))
-    rank: int = _opt(2, check=">= 1", doc="family 'lowrank': rank of the covariance factor")
-    flow_layers: int = _opt(2, check=">= 1", doc="family 'flow': number of IAF layers")
-    flow_hidden: list = _opt([], doc="family 'flow': hidden widths of each layer's MADE network ([]: 4 x latent_dim)")
-    flow_context: int = _opt(32, check=">= 1", doc="family 'flow': size of the context h(x) the encoder passes to the layers")
-    encoder: NetworkConfig = field(default_factory=NetworkConfig)
-    noise: float = _opt(0.0, check=">= 0", doc="denoising VAE: salt-and-pepper level on the encoder input in training")
-    noise_schedule: str = _opt("constant", choices=("constant", "linear"), doc="linear: decrease noise to noise_end")
-    noise_end: float = _opt(0.0, check=">= 0", doc="final noise level of the linear schedule")
-
-
-@dataclass
-class EstimatorConfig:
-    name: str = _opt("trace", choices=("trace", "meanfield", "renyi", "iwae"))
-    num_particles: int = _opt(1, check=">= 1", doc="samples per data point (trace, meanfield, renyi)")
-    k: int = _opt(5, check=">= 1", doc="importance samples per data point (iwae)")
-    alpha: float = _opt(0.0, check="!= 1", doc="Renyi alpha (renyi)")
-    gradient: str = _opt("standard", choices=("standard", "stl", "dreg"), doc="IWAE gradient estimator")
-    beta: float = _opt(1.0, check=">= 0", doc="KL weight")
-    beta_start: float = _opt(1.0, check=">= 0", doc="KL weight at step 0 when annealing")
-    anneal_epochs: int = _opt(0, check=">= 0", doc="epochs of linear KL annealing from beta_start to beta")
-    strict: bool = _opt(False, doc="meanfield: fail instead of falling back to a Monte Carlo KL")
-
-
-@dataclass
-class TrainConfig:
-    optimizer: str = _opt("adam", choices=("adam", "adagrad", "sgd"))
-    lr: float = _opt(1e-3, check="> 0")
-    weight_decay: float = _opt(0.0, check=">= 0")
-    batch_size: int = _opt(100, check=">= 1")
-    epochs: int = _opt(10, check=">= 1")
-    seed: int = _opt(0, check="in [0, 4294967295]", doc="seed of initialization, shuffling and sampling")
-    device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
-
-
-@dataclass
-class EvalConfig:
-    k: int = _opt(1000, check=">= 1", doc="importance samples for the test log-likelihood")
-    num_test: int = _opt(0, check=">= 0", doc="evaluate on the first N test points (0: all)")
-    chunk_size: int = _opt(0, check=">= 0", doc="importance samples per chunk (0: automatic)")
-    log_weights_mb: float = _opt(64.0, check=">= 0",
-                                 doc="save the N x k log-weight matrix (log_weights.npz, float16) when it needs at "
-                                     "most this many MB (0: never; 'ppvae eval' recomputes it exactly)")
-    gradient_study: bool = _opt(False, doc="after evaluation, measure the variance and SNR of every estimator's "
-                                           "gradient at the trained parameters (gradient_variance.*)")
-    gradient_ks: list = _opt([1, 5, 50], doc="gradient study: samples per data point k (particles for trace/meanfield)")
-    gradient_repeats: int = _opt(100, check=">= 2", doc="gradient study: independent gradient estimates per setting")
-    gradient_batch: int = _opt(100, check=">= 1", doc="gradient study: training points in the fixed batch")
-    extra_k: list = _opt([], doc="further IWAE bounds on the same test points, reported as test_ll_k{K} (e.g. [20])")
-    sample_quality: int = _opt(0, check=">= 0", doc="generated and test images for the sample-quality distances "
-                                                    "fd_prior / fd_aggregate and KL(mixture || prior) (0: off)")
-    aggregate_components: int = _opt(32, check=">= 1", doc="Gaussian mixture components fit to the aggregate posterior")
-    theory: bool = _opt(False, doc="add test log-likelihoods of pPCA (closed-form ML and EM) and a GMM by EM fitted to "
-                                   "the same data and, for a linear-Gaussian pair, the exact log p(x) = ELBO + "
-                                   "KL(q || p(z|x)) (ppvae.theory)")
-    gmm_components: int = _opt(10, check=">= 1", doc="theory: components of the GMM baseline (diagonal above 64 pixels)")
-    decoder_figures: bool = _opt(False, doc="draw mu(z), ancestral samples from p(x|z) and mu(z) +/- 1, 2 sigma; "
-                                            "with a 2-D latent also q(z|x) means and 1-sd ellipses by label")
+    @classmethod
+    def from_dict(cls, raw: Any) -> "EvalSection":
+        if not isinstance(raw, dict):
+            raise ConfigError(f"[eval] must be a table, got {registry.toml_value(raw)}.")
+        static = [f.name for f in registry.dataclass_fields(cls) if f.name != "analyses"]
+        analyses = registry.names("analysis")
+        kwargs, enabled = {}, {}
+        for name, value in raw.items():
+            if name in static:
+                kwargs[name] = value
+            elif name in analyses:
+                enabled[name] = value
+            else:
+                raise registry.unknown_key("eval", name, static + analyses)
+        return cls(**kwargs, analyses=enabled)
 
     def __post_init__(self) -> None:
-        if not self.gradient_ks or not all(type(v) is int and v >= 1 for v in self.gradient_ks):
-            raise ConfigError(f"eval.gradient_ks = {self.gradient_ks!r} must be a list of positive integers, "
-                              "e.g. [1, 5, 50].")
-        if not all(type(v) is int and v >= 1 for v in self.extra_k):
-            raise ConfigError(f"eval.extra_k = {self.extra_k!r} must be a list of positive integers, e.g. [20].")
+        super().__post_init__()
+        specs = {}
+        for name, value in self.analyses.items():
+            if value is False:
+                continue
+            table = {} if value is True else value.to_dict() if isinstance(value, Spec) else value
+            if not isinstance(table, dict):
+                raise ConfigError(f"eval.{name} = {registry.toml_value(value)}: write true (its defaults), false, "
+                                  f"or a table of its parameters, e.g. [eval.{name}].")
+            specs[name] = registry.spec("analysis", {**table, "name": name}, f"eval.{name}")
+        object.__setattr__(self, "analyses", specs)
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        analyses = out.pop("analyses")
+        return out | {name: {k: v for k, v in table.items() if k != "name"} for name, table in analyses.items()}
 
 
-@dataclass
-class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    guide: GuideConfig = field(default_factory=GuideConfig)
-    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    name: str = _opt("", doc="experiment name (defaults to the file name)")
-    description: str = _opt("")
+@dataclass(frozen=True)
+class Config(Section):
+    """A whole experiment. ``plugins`` are files or modules imported first, so parts they register can be named."""
+
+    key: ClassVar[str] = ""
+
+    data: Annotated[Spec, Part("dataset")] = registry.spec("dataset", "digits", "data")
+    model: ModelSection = ModelSection()
+    guide: GuideSection = GuideSection()
+    estimator: Annotated[Spec, Part("estimator")] = registry.spec("estimator", "trace", "estimator")
+    train: TrainSettings = TrainSettings()
+    eval: EvalSection = EvalSection()
+    name: Annotated[str, Param(doc="experiment name (defaults to the file name)")] = ""
+    description: Annotated[str, Param(doc="one line for ppvae list and report.md")] = ""
+    plugins: Annotated[tuple[str, ...], Param(doc="files (my_parts.py) or modules that register parts of your "
+                                                  "own, imported first")] = ()
+
+    def __post_init__(self) -> None:
+        load_plugins(self.plugins)
+        super().__post_init__()
+        rules.check(self)
 
 
 # ----------------------------------------------------------------------------- building
 
 
-def _check_range(key: str, value: Any, check: str) -> None:
-    op, _, bound = check.partition(" ")
-    if op == "in":  # "in (lo, hi)" excludes the bounds, "in [lo, hi]" includes them
-        lo, hi = (float(v) for v in bound.strip("()[]").split(","))
-        ok = (lo <= value if bound[0] == "[" else lo < value) and (value <= hi if bound[-1] == "]" else value < hi)
-    else:
-        b = float(bound)
-        ok = {">": value > b, ">=": value >= b, "!=": value != b}[op]
-    if not ok:
-        raise ConfigError(f"{key} = {value!r} is invalid: it must be {check}.")
+def load_plugins(plugins: Sequence[str]) -> None:
+    """Import each plugin (a ``.py`` file or a module name) once, so the parts it registers can be named."""
+    if isinstance(plugins, str) or not isinstance(plugins, (list, tuple)):
+        raise ConfigError(f"plugins = {registry.toml_value(plugins)} must be a list of files or modules, "
+                          'e.g. plugins = ["my_parts.py"].')
+    for plugin in plugins:
+        import_path(plugin, "plugins")
 
 
-def _coerce(key: str, value: Any, typ: Any, meta: dict) -> Any:
-    origin = typing.get_origin(typ) or typ
-    if origin is bool:
-        ok = isinstance(value, bool)
-    elif origin is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif origin is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif origin is list:
-        ok = isinstance(value, list)
-    else:
-        ok = isinstance(value, origin)
-    if not ok:
-        raise ConfigError(f"{key} = {value!r} has the wrong type: expected {getattr(origin, '__name__', origin)}.")
-    if origin is float and not math.isfinite(value):
-        raise ConfigError(f"{key} = {value!r} is invalid: it must be a finite number.")
-    if meta.get("choices") and value not in meta["choices"]:
-        hint = difflib.get_close_matches(str(value), [str(c) for c in meta["choices"]], n=1)
-        did = f" Did you mean {hint[0]!r}?" if hint else ""
-        raise ConfigError(f"{key} = {value!r} is not one of {', '.join(map(repr, meta['choices']))}.{did}")
-    if meta.get("check"):
-        _check_range(key, value, meta["check"])
-    return value
+def import_path(target: str, key: str) -> Any:
+    """The module a plugin or pair names: a ``.py`` file (imported once per resolved path) or a module name."""
+    if not isinstance(target, str):
+        raise ConfigError(f"{key} entry {registry.toml_value(target)} must be a string.")
+    if not target.endswith(".py"):
+        try:
+            return importlib.import_module(target)
+        except ImportError as e:
+            raise ConfigError(f"{key}: cannot import {target!r} ({e}).") from None
+    path = Path(target).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"{key} names {target!r}, which does not exist.")
+    name = f"ppvae_user_{abs(hash(str(path)))}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
 
 
-def _build(cls: type, raw: dict, prefix: str) -> Any:
+def build(raw: dict, overrides: Sequence[str] = ()) -> Config:
+    """``raw`` (a TOML table, in the current or the 0.1 format) with ``overrides`` applied, validated.
+
+    Overrides apply after the file is upgraded to the current format, and old-format overrides
+    (``model.prior_a=0.5``) are upgraded after them, so the later one wins either way.
+    """
     if not isinstance(raw, dict):
-        raise ConfigError(f"[{prefix.rstrip('.')}] must be a table, got {raw!r}.")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in raw.items():
-        full = prefix + key
-        if key not in fields:
-            hint = difflib.get_close_matches(key, list(fields), n=1)
-            did = f" Did you mean {prefix + hint[0]!r}?" if hint else ""
-            raise ConfigError(f"Unknown config key {full!r}.{did} Valid keys here: {', '.join(fields)}.")
-        typ = hints[key]
-        if dataclasses.is_dataclass(typ):
-            kwargs[key] = _build(typ, value, full + ".")
-        else:
-            kwargs[key] = _coerce(full, value, typ, dict(fields[key].metadata))
-    return cls(**kwargs)
-
-
-def _validate_network(key: str, net: NetworkConfig) -> None:
-    if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in net.hidden):
-        raise ConfigError(f"{key}.hidden = {net.hidden!r} must be a list of positive integers.")
-    if net.kind == "mlp" and len(net.hidden) > 4:
-        raise ConfigError(f"{key}.hidden has {len(net.hidden)} layers; an MLP takes 0 to 4 hidden layers.")
-    if net.kind == "cnn" and not 1 <= len(net.hidden) <= 4:
-        raise ConfigError(f"{key}.hidden = {net.hidden!r}: a CNN takes 1 to 4 channel counts, e.g. [32, 64].")
+        raise ConfigError(f"A config must be a table, got {registry.toml_value(raw)}.")
+    raw = copy.deepcopy(raw)
+    load_plugins(raw.get("plugins", ()))
+    raw, notices = legacy.upgrade(raw)
+    hard = [o for o in overrides if not _is_soft(o)]
+    raw = apply_overrides(raw, hard)
+    for text in (o for o in overrides if _is_soft(o)):
+        keys, value = parse_override(text.replace("?=", "=", 1))
+        if _applies(raw, keys, text):
+            raw = apply_overrides(raw, [text.replace("?=", "=", 1)])
+    raw, late = legacy.upgrade(raw)
+    for notice in dict.fromkeys(notices + late):
+        log.warning(notice)
+    return Config.from_dict(raw)
 
 
 def from_dict(raw: dict) -> Config:
     """Build and validate a :class:`Config` from nested dictionaries (as parsed from TOML)."""
-    cfg = _build(Config, raw, "")
-    _validate_network("model.decoder", cfg.model.decoder)
-    _validate_network("guide.encoder", cfg.guide.encoder)
-    if cfg.eval.theory and not cfg.model.pair and (cfg.model.likelihood == "bernoulli" or cfg.model.conditional):
-        raise ConfigError("eval.theory compares densities on R^D with unconditional EM baselines: it needs a Gaussian "
-                          "likelihood (not 'bernoulli') and model.conditional = false.")
-    if cfg.data.name == "npz" and not cfg.data.path:
-        raise ConfigError("data.name = 'npz' needs data.path = 'file.npz' (an array 'x', optional 'y').")
-    return cfg
+    return build(raw)
 
 
 def to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+    return cfg.to_dict()
 
 
 # ----------------------------------------------------------------------------- files and overrides
@@ -284,9 +246,27 @@ def resolve_experiment(name_or_path: str) -> Path:
     return bundled[name_or_path]
 
 
+def read_toml(path: Path) -> dict:
+    """A TOML file as a dict; an unreadable or invalid file is a ConfigError naming it."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text ({e}); save it as UTF-8.") from None
+    except OSError as e:
+        raise ConfigError(f"Cannot read {path} ({e.strerror}).") from None
+
+
+def _is_soft(text: str) -> bool:
+    key = text.partition("=")[0]
+    return key.endswith("?")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"train.epochs=5"`` -> (["train", "epochs"], 5). Values are read as TOML, else as strings."""
     key, sep, value = text.partition("=")
+    key = key.removesuffix("?")
     if not sep or not key.strip():
         raise ConfigError(f"Override {text!r} is not of the form section.key=value (e.g. train.epochs=5).")
     try:
@@ -296,50 +276,98 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), parsed
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
+    """Set each ``key=value`` in ``raw``; a part named by a string becomes a table when a parameter is set."""
     for text in overrides:
         keys, value = parse_override(text)
         node = raw
         for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
+            child = node.setdefault(k, {})
+            if isinstance(child, str):  # model.prior = "beta", then model.prior.a = 0.5
+                child = node[k] = {"name": child}
+            if not isinstance(child, dict):
                 raise ConfigError(f"Override {text!r}: {k!r} is not a section.")
+            node = child
         node[keys[-1]] = value
     return raw
 
 
-def load(name_or_path: str, overrides: list[str] = ()) -> Config:
+def _applies(raw: dict, keys: list[str], text: str) -> bool:
+    """Whether soft override ``keys`` names a parameter of the part chosen in ``raw``. A key that no part
+    of its kind has is an error (a typo), not a skip."""
+    parent, param = keys[:-1], keys[-1]
+    cfg = Config.from_dict(copy.deepcopy(raw))
+    node: Any = cfg
+    for k in parent:
+        if isinstance(node, EvalSection) and k in registry.names("analysis"):
+            if k not in node.analyses:
+                if registry.entry("analysis", k).field(param) is None:
+                    break
+                return False
+            node = node.analyses[k]
+            continue
+        node = getattr(node, k, None) if not isinstance(node, Spec) else None
+        if node is None:
+            break
+    if isinstance(node, Spec):
+        if node.entry.field(param) is not None:
+            return True
+        if registry.any_part_has(node.kind, param):
+            return False
+    raise ConfigError(f"Override {text!r}: no part there takes {param!r}; check the key with 'ppvae list --keys'.")
+
+
+def load(name_or_path: str, overrides: Sequence[str] = ()) -> Config:
     """Load a bundled experiment or a TOML file, apply ``key=value`` overrides, validate."""
     path = resolve_experiment(name_or_path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
-    raw = apply_overrides(raw, list(overrides))
+    raw = read_toml(path)
     raw.setdefault("name", path.stem)
-    return from_dict(raw)
+    return build(raw, overrides)
 
 
-def field_docs(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
-    """(key, default, description) for every field, for ``ppvae list --keys`` and the README."""
+# ----------------------------------------------------------------------------- documentation
+
+
+def keys(section: type[Section] = Config) -> list[tuple[str, str, str]]:
+    """(key, default as TOML, description) for every config key, the parameters of every part included:
+    what ``ppvae list --keys`` prints."""
     rows = []
-    for f in dataclasses.fields(cls):
-        typ = typing.get_type_hints(cls)[f.name]
-        if dataclasses.is_dataclass(typ):
-            rows += field_docs(typ, prefix + f.name + ".")
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        bits = [f.metadata.get("doc", "")]
-        if f.metadata.get("choices"):
-            bits.append("one of " + "|".join(map(str, f.metadata["choices"])))
-        if f.metadata.get("check"):
-            bits.append(f.metadata["check"])
-        rows.append((prefix + f.name, default, "; ".join(b for b in bits if b)))
+    for f in registry.dataclass_fields(section):
+        key = f"{section.key}.{f.name}" if section.key else f.name
+        if f.name == "analyses":
+            for e in registry.entries("analysis"):
+                rows.append((f"eval.{e.name}", "false", f"analysis (true or a table enables it): {e.doc}"))
+                rows += [(f"eval.{e.name}.{p.name}", registry.toml_value(p.default), _describe(p)) for p in e.fields]
+        elif isinstance(f.meta, Part):
+            rows += _part_keys(key, f.meta.kind, f.default)
+        elif isinstance(f.type, type) and issubclass(f.type, Section):
+            rows += keys(f.type)
+        else:
+            rows.append((key, registry.toml_value(f.default), _describe(f)))
     return rows
 
 
-__all__ = [
-    "Config", "DataConfig", "ModelConfig", "GuideConfig", "EstimatorConfig", "TrainConfig", "EvalConfig",
-    "NetworkConfig", "from_dict", "to_dict", "load", "bundled_experiments", "resolve_experiment",
-    "apply_overrides", "field_docs",
-]
+def _part_keys(key: str, kind: str, default: Spec) -> list[tuple[str, str, str]]:
+    name_key = f"{key}.name" if key in ("data", "estimator") else key
+    rows = [(name_key, registry.toml_value(default.name), f"{registry.KINDS[kind].doc}: one of "
+                                                          + "|".join(registry.names(kind)))]
+    for e in registry.entries(kind):
+        for p in e.fields:
+            value = default.params[p.name] if e.name == default.name else p.default
+            rows.append((f"{key}.{p.name}", registry.toml_value(value), f"({kind} {e.name!r}) {_describe(p)}"))
+    return list(dict.fromkeys(rows))
+
+
+def _describe(f: registry.Field) -> str:
+    meta = f.meta
+    bits = [meta.doc]
+    if meta.choices:
+        bits.append("one of " + "|".join(map(str, meta.choices)))
+    if meta.check:
+        bits.append(meta.check)
+    return "; ".join(b for b in bits if b)
+
+
+__all__ = ["Config", "ModelSection", "GuideSection", "EvalSection", "from_dict", "build", "to_dict", "load",
+           "bundled_experiments", "resolve_experiment", "read_toml", "apply_overrides", "parse_override", "keys",
+           "load_plugins", "import_path"]

@@ -1,5 +1,14 @@
 """Errors a user can act on. The command line prints their message and exits non-zero,
-without a traceback; anything else that escapes is a bug in ppvae."""
+without a traceback; anything else that escapes is a bug in ppvae.
+
+:func:`reported_as` turns an error from inside PyTorch or Pyro (a user's pair failing on its
+first batch, say) into one of these, with the original error on one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 
 class PPVAEError(Exception):
@@ -40,3 +49,21 @@ class CheckpointError(PPVAEError):
 
 class OutOfMemory(PPVAEError):
     """Even the smallest chunk of a computation does not fit in the device's memory."""
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line, without the trace-shape table Pyro appends to errors in a model."""
+    text = " ".join(str(e).split("Trace Shapes:")[0].split())
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+@contextlib.contextmanager
+def reported_as(what: str, error: type[PPVAEError] = PairError) -> Iterator[None]:
+    """Turn any non-ppvae exception inside the block into ``error("<what>: <one line>")``."""
+    try:
+        yield
+    except PPVAEError:
+        raise
+    except Exception as e:
+        raise error(f"{what}: {one_line(e)}") from e

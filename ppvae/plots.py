@@ -1,7 +1,12 @@
-"""Figures for run folders (PNG, non-interactive backend). Functions take arrays, not models."""
+"""Figures for run folders: the one place matplotlib is set up (non-interactive backend, PNG).
+
+Every module that draws imports ``plt`` and :func:`save` from here; the figure functions below
+take arrays, not models.
+"""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,11 +16,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ppvae import runs  # noqa: E402
 
-def _save(fig, path: Path) -> Path:
+DPI = 110
+
+
+def save(fig: matplotlib.figure.Figure, path: Path, tight: bool = True) -> Path:
+    """Write ``fig`` as PNG atomically (a crash leaves the previous file intact) and close it."""
     path = Path(path)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight" if tight else None)
     plt.close(fig)
+    runs.write_bytes_atomic(path, buffer.getvalue())
     return path
 
 
@@ -36,7 +48,7 @@ def image_grid(images: np.ndarray, image_shape: Sequence[int], path: Path, *, ro
     ax.set_xticks([])
     ax.set_yticks([(h + 1) * i + h / 2 for i in range(len(row_labels))], row_labels) if row_labels else ax.set_yticks([])
     ax.set_title(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: Path, *, xlabel: str = "epoch",
@@ -50,7 +62,7 @@ def curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: Pat
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def latent_scatter(z: np.ndarray, labels: np.ndarray | None, path: Path, title: str = "posterior means") -> Path:
@@ -62,7 +74,7 @@ def latent_scatter(z: np.ndarray, labels: np.ndarray | None, path: Path, title: 
     ax.set_xlabel("$z_1$")
     ax.set_ylabel("$z_2$")
     ax.set_title(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def heatmap(values: Sequence[Sequence[float]], rows: Sequence[str], cols: Sequence[str], path: Path, *,
@@ -79,7 +91,7 @@ def heatmap(values: Sequence[Sequence[float]], rows: Sequence[str], cols: Sequen
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.colorbar(im, ax=ax)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _canvas(images: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -110,7 +122,7 @@ def image_rows(rows: Sequence[tuple[str, np.ndarray, bool]], image_shape: Sequen
         if is_sigma:
             fig.colorbar(im, ax=ax, fraction=0.02, pad=0.01, label="sigma")
     axes[0, 0].set_title(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def log_density_grid(extent: tuple[float, float, float, float], panels: Sequence[Sequence[np.ndarray]],
@@ -132,7 +144,7 @@ def log_density_grid(extent: tuple[float, float, float, float], panels: Sequence
             if j == 0:
                 ax.set_ylabel(row_labels[i], fontsize=9)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def posterior_ellipses(panels: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]], path: Path, *,
@@ -160,4 +172,8 @@ def posterior_ellipses(panels: Sequence[tuple[str, np.ndarray, np.ndarray, np.nd
         ax.set_xlabel("$z_1$")
     axes[0, 0].set_ylabel("$z_2$")
     fig.suptitle("q(z|x) over test points: means and 1-sd ellipses (dashed: prior 1 sd)")
-    return _save(fig, path)
+    return save(fig, path)
+
+
+__all__ = ["plt", "save", "image_grid", "curves", "latent_scatter", "heatmap", "image_rows", "log_density_grid",
+           "posterior_ellipses"]

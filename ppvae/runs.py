@@ -17,8 +17,7 @@ from typing import Any
 
 import torch
 
-from ppvae.contract import one_line
-from ppvae.errors import CheckpointError
+from ppvae.errors import CheckpointError, one_line
 
 CONFIG = "config.json"
 EPOCHS = "metrics.jsonl"
@@ -43,10 +42,19 @@ def new_run_dir(parent: Path | str, name: str) -> Path:
     raise FileExistsError(f"Could not create a new run folder under {parent}.")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` via a temporary file in the same folder and a rename, with the mode of a plain
+    new file (``mkstemp`` would leave it readable by its owner only)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

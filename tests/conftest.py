@@ -31,7 +31,7 @@ def private_cache(tmp_path_factory):
 def study_smoke(tmp_path_factory):
     """``study_smoke(name)``: the folder of a bundled study's smoke scale, run once per session and
     shared by the generic study test and the study's own focused tests."""
-    from ppvae import study
+    from ppvae.studies import study
 
     folders = {}
 

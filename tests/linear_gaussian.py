@@ -1,12 +1,10 @@
 """A linear-Gaussian (pPCA) problem with known parameters, shared by the estimator tests."""
 
 import torch
-from torch import nn
-
 from ppvae.guides import DiagonalNormal, VAEGuide
 from ppvae.guides.exact import ExactPosteriorGuide
-from ppvae.models import GaussianFixed, StandardNormal, VAEModel
-from ppvae.models import ppca
+from ppvae.models import GaussianFixed, StandardNormal, VAEModel, ppca
+from torch import nn
 
 D, d = 6, 2
 
@@ -21,7 +19,7 @@ def problem(n: int = 64, seed: int = 0):
     with torch.no_grad():
         decoder.weight.copy_(W)
         decoder.bias.copy_(b)
-    model = VAEModel(StandardNormal(d), decoder, GaussianFixed(0.5)).double()
+    model = VAEModel(StandardNormal(d), decoder, GaussianFixed(sigma=0.5)).double()
     return model, p, ppca.sample(p, n, generator=g)
 
 

@@ -1,7 +1,10 @@
-"""Config validation: every bad value is refused with a message naming the key, and no config,
-however mangled, gets past ppvae as anything but a short run or one of its own errors."""
+"""Config validation: every bad value is refused with a message naming the key; part parameters live in the
+part's table; overrides (hard and soft) and 0.1's flat keys; and no config, however mangled, gets past
+ppvae as anything but a short run or one of its own errors."""
 
 import copy
+import json
+import logging
 import math
 import tempfile
 from pathlib import Path
@@ -10,8 +13,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppvae import config, experiment, runs
+from ppvae import config, registry, runs
 from ppvae.errors import ConfigError, PPVAEError
+from ppvae.studies import run as experiment
+
+FIXTURES = Path(__file__).parent / "fixtures" / "v0_runs"
+BINARY = {"data": {"binarize": "dynamic"}}  # the default likelihood (Bernoulli) needs binary data
+
+
+def test_the_default_config_says_what_it_lacks():
+    with pytest.raises(ConfigError, match="'bernoulli' needs binary data.*data.binarize = 'dynamic'"):
+        config.from_dict({})
 
 # ----------------------------------------------------------------------------- validation
 
@@ -19,31 +31,161 @@ from ppvae.errors import ConfigError, PPVAEError
 @pytest.mark.parametrize("raw, fragment", [
     ({"trian": {"lr": 0.1}}, "Unknown config key 'trian'. Did you mean 'train'?"),
     ({"train": {"learning_rate": 0.1}}, "Unknown config key 'train.learning_rate'."),
-    ({"model": {"decoder": {"hiden": [8]}}}, "Did you mean 'model.decoder.hidden'?"),
+    ({"model": {"decoder": {"hiden": [8]}}}, "model.decoder.hiden is not a parameter of network 'mlp'. "
+                                             "Did you mean model.decoder.hidden?"),
     ({"train": 5}, "[train] must be a table"),
-    ({"train": {"epochs": True}}, "train.epochs = True has the wrong type: expected int"),
+    ({"train": {"epochs": True}}, "train.epochs = true has the wrong type: expected int"),
     ({"train": {"epochs": 2.5}}, "train.epochs = 2.5 has the wrong type: expected int"),
-    ({"train": {"lr": "fast"}}, "train.lr = 'fast' has the wrong type: expected float"),
+    ({"train": {"lr": "fast"}}, 'train.lr = "fast" has the wrong type: expected float'),
     ({"train": {"lr": 0}}, "train.lr = 0.0 is invalid: it must be > 0"),
     ({"estimator": {"beta": math.inf}}, "estimator.beta = inf is invalid: it must be a finite number"),
-    ({"estimator": {"alpha": math.nan}}, "must be a finite number"),
-    ({"estimator": {"alpha": 1}}, "estimator.alpha = 1.0 is invalid: it must be != 1"),
+    ({"estimator": {"name": "renyi", "alpha": math.nan}}, "must be a finite number"),
+    ({"estimator": {"name": "renyi", "alpha": 1}}, "estimator.alpha = 1.0 is invalid: it must be != 1"),
+    ({"estimator": {"name": "trace", "k": 5}}, "estimator.k is not a parameter of estimator 'trace'"),
+    ({"estimator": {"name": "iwea"}}, "estimator.name = 'iwea' is not one of"),
     ({"train": {"seed": -1}}, "train.seed = -1 is invalid: it must be in [0, 4294967295]"),
     ({"train": {"seed": 2**32}}, "it must be in [0, 4294967295]"),
-    ({"data": {"test_fraction": 1.0}}, "data.test_fraction = 1.0 is invalid: it must be in (0, 1)"),
-    ({"guide": {"encoder": {"hidden": [8, 0]}}}, "guide.encoder.hidden = [8, 0] must be a list of positive integers"),
-    ({"model": {"decoder": {"hidden": [8] * 5}}}, "an MLP takes 0 to 4 hidden layers"),
+    ({"data": {"binarize": "dynamic", "test_fraction": 1.0}}, "data.test_fraction = 1.0 is invalid: it must be in (0, 1)"),
+    ({"data": {"name": "npz"}}, "data.name = 'npz' needs data.path"),
+    ({"guide": {"encoder": {"hidden": [8, 0]}}}, "guide.encoder.hidden[1] = 0 is invalid: it must be > 0"),
+    ({"model": {"decoder": {"hidden": [8] * 5}}}, "model.decoder.hidden = [8, 8, 8, 8, 8] has 5 items; it takes 0 to 4"),
+    ({"model": {"prior": {"name": "beta", "df": 3}}}, "model.prior.df is not a parameter of prior 'beta'"),
+    ({"model": {"prior": 3}}, "model.prior = 3 must name a prior"),
+    ({"model": {"prior": "betta"}}, "model.prior = 'betta' is not one of"),
+    ({"eval": {"theory": 3}}, "eval.theory = 3: write true (its defaults), false, or a table"),
+    ({"eval": {"sample_qualty": True}}, "Unknown config key 'eval.sample_qualty'. Did you mean 'eval.sample_quality'?"),
+    ({"model": {"prior": "beta"}}, "model.prior = 'beta' lives on (0, 1), in logit coordinates, but guide.family = "
+                                   "'normal'"),
 ])
 def test_invalid_config_is_refused_with_the_key_named(raw, fragment):
     with pytest.raises(ConfigError) as e:
-        config.from_dict(raw)
+        config.from_dict(BINARY | raw)
     assert fragment in str(e.value)
 
 
 def test_range_bounds_are_inclusive_only_where_written_so():
-    assert config.from_dict({"train": {"seed": 0}}).train.seed == 0
-    assert config.from_dict({"train": {"seed": 2**32 - 1}}).train.seed == 2**32 - 1
-    assert config.from_dict({"data": {"test_fraction": 0.5}}).data.test_fraction == 0.5
+    assert config.from_dict(BINARY | {"train": {"seed": 0}}).train.seed == 0
+    assert config.from_dict(BINARY | {"train": {"seed": 2**32 - 1}}).train.seed == 2**32 - 1
+    assert config.from_dict({"data": {"binarize": "dynamic", "test_fraction": 0.5}}).data.test_fraction == 0.5
+
+
+def test_a_part_is_a_table_with_its_own_parameters():
+    cfg = config.from_dict(BINARY | {"model": {"prior": {"name": "beta", "a": 0.5}}, "guide": {"family": "kumaraswamy"}})
+    assert (cfg.model.prior.name, cfg.model.prior.a, cfg.model.prior.b) == ("beta", 0.5, 0.2)
+    assert config.to_dict(cfg)["model"]["prior"] == {"name": "beta", "a": 0.5, "b": 0.2}
+    assert config.from_dict(config.to_dict(cfg)) == cfg  # a config.json reads back to the same config
+
+
+def test_a_place_keeps_its_own_defaults_for_its_part():
+    """model.top defaults to a narrower tanh MLP than the decoder; naming the same part keeps them."""
+    cfg = config.from_dict(BINARY | {"model": {"top": {"hidden": [8]}}})
+    assert cfg.model.top.activation == "tanh" and cfg.model.top.hidden == (8,)
+    assert config.from_dict(BINARY).model.decoder.activation == "relu"
+    assert config.from_dict(BINARY | {"model": {"top": "cnn"}}).model.top.hidden == (32, 64)  # another part: its own
+
+
+def test_analyses_are_tables_of_the_eval_section():
+    cfg = config.from_dict({"eval": {"sample_quality": {"n": 50}, "theory": False, "extra_k": True},
+                            "model": {"likelihood": "gaussian_fixed"}, "data": {"binarize": "none"}})
+    assert set(cfg.eval.analyses) == {"sample_quality", "extra_k"}
+    assert cfg.eval.analyses["sample_quality"].n == 50 and cfg.eval.analyses["extra_k"].ks == (20,)
+    assert config.to_dict(cfg)["eval"]["sample_quality"] == {"n": 50, "components": 32}
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def test_overrides_set_part_parameters_and_switch_parts():
+    raw = BINARY | {"model": {"prior": "normal"}, "guide": {"family": "normal"}}
+    cfg = config.build(raw, ["model.prior=beta", "model.prior.a=0.5", "guide.family=beta"])
+    assert (cfg.model.prior.name, cfg.model.prior.a) == ("beta", 0.5)
+    cfg = config.build(BINARY | {"model": {"prior": {"name": "beta", "a": 0.5}}, "guide": {"family": "beta"}},
+                       ["model.prior=mixture01", "guide.family=normal"])
+    assert cfg.model.prior.name == "mixture01" and cfg.model.prior.scale == 0.1  # a new part: its own defaults
+    with pytest.raises(ConfigError, match="not a section"):
+        config.build(BINARY | {"train": {"lr": 0.1}}, ["train.lr.x=1"])
+
+
+def test_a_soft_override_applies_only_where_the_chosen_part_takes_it():
+    lowrank = config.build(BINARY | {"guide": {"family": "lowrank"}}, ["guide.family.rank?=3"])
+    assert lowrank.guide.family.rank == 3
+    assert config.build(BINARY, ["guide.family.rank?=3"]).guide.family.name == "normal"  # skipped
+    assert "weight_predictive" not in config.build(BINARY, ["eval.weight_predictive.draws?=3"]).eval.analyses
+    with pytest.raises(ConfigError, match="no part there takes 'rnak'"):
+        config.build(BINARY, ["guide.family.rnak?=3"])
+
+
+# ----------------------------------------------------------------------------- 0.1's flat keys
+
+
+@pytest.mark.parametrize("folder", sorted(p.name for p in FIXTURES.iterdir()))
+def test_a_config_written_by_ppvae_0_1_reads_as_part_tables(folder, caplog):
+    raw = json.loads((FIXTURES / folder / runs.CONFIG).read_text())
+    assert "prior_a" in raw["model"]  # the flat format
+    with caplog.at_level(logging.WARNING):
+        cfg = config.from_dict(raw)
+    (notice,) = [r.message for r in caplog.records if "ppvae 0.1's flat keys" in r.message]
+    assert "\n" not in notice and "read as part parameters" in notice
+    if folder == "beta_kumaraswamy":
+        assert (cfg.model.prior.name, cfg.model.prior.a, cfg.guide.family.name) == ("beta", 0.3, "kumaraswamy")
+        assert cfg.eval.analyses["extra_k"].ks == (5,)
+    else:
+        assert (cfg.model.likelihood.name, cfg.model.likelihood.sigma) == ("gaussian_fixed", 0.5)
+        assert (cfg.guide.family.name, cfg.guide.family.rank) == ("lowrank", 2)
+        assert (cfg.estimator.name, cfg.estimator.k) == ("iwae", 3) and "num_particles" not in cfg.estimator.params
+    assert config.from_dict(config.to_dict(cfg)) == cfg
+
+
+def test_flat_overrides_of_0_1_still_work_and_win_over_the_file():
+    cfg = config.build(BINARY | {"model": {"prior": {"name": "beta", "a": 0.5}}, "guide": {"family": "beta"}},
+                       ["model.prior_a=0.7", "eval.sample_quality=0", "eval.extra_k=[20]"])
+    assert cfg.model.prior.a == 0.7 and cfg.eval.analyses["extra_k"].ks == (20,)
+    cfg = config.build(BINARY | {"eval": {"gradient_study": True, "gradient_ks": [1, 2]}})
+    assert cfg.eval.analyses["gradient_study"].ks == (1, 2)
+
+
+# ----------------------------------------------------------------------------- plugins and keys
+
+
+PLUGIN = '''
+from typing import Annotated
+import pyro.distributions as dist
+import torch
+from torch import nn
+from ppvae import registry
+from ppvae.registry import Param
+
+
+@registry.register("prior", "laplace_test_plugin")
+class LaplacePrior(nn.Module):
+    """p(z) = prod_j Laplace(0, b): a prior of a user's own, from a plugin file."""
+
+    def __init__(self, latent_dim: int, *, b: Annotated[float, Param("> 0", "scale")] = 1.0):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.register_buffer("b", torch.tensor(float(b)))
+
+    def forward(self):
+        return dist.Laplace(torch.zeros(self.latent_dim, device=self.b.device), self.b).to_event(1)
+'''
+
+
+def test_a_plugin_file_registers_a_part_a_config_can_name(tmp_path):
+    path = tmp_path / "my_parts.py"
+    path.write_text(PLUGIN)
+    cfg = config.from_dict(BINARY | {"plugins": [str(path)], "model": {"prior": {"name": "laplace_test_plugin", "b": 0.5}}})
+    assert cfg.model.prior.b == 0.5 and registry.entry("prior", "laplace_test_plugin").doc.startswith("p(z) = prod_j")
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.from_dict(BINARY | {"plugins": [str(tmp_path / "nope.py")]})
+
+
+def test_keys_list_every_parameter_with_its_real_default_in_toml():
+    rows = {key: (default, doc) for key, default, doc in config.keys()}
+    assert rows["model.top.hidden"][0] == "[100, 100]" and rows["model.decoder.hidden"][0] == "[256]"
+    assert rows["data.download"][0] == "true" and rows["train.optimizer"][0] == '"adam"'
+    assert "(prior 'beta')" in rows["model.prior.a"][1] and rows["eval.gradient_study.ks"][0] == "[1, 5, 50]"
+    for e in registry.entries("likelihood"):  # every part's parameters, from the registry alone
+        assert all(f"model.likelihood.{f.name}" in rows for f in e.fields)
 
 
 def test_run_folder_name_is_safe_whatever_the_experiment_name(tmp_path):
@@ -58,11 +200,10 @@ BASE = {
     "description": "tiny run for the config fuzz test",
     "data": {"name": "digits", "binarize": "dynamic", "max_train": 48, "max_test": 16, "test_fraction": 0.2,
              "seed": 0, "download": False, "data_dir": ""},
-    "model": {"latent_dim": 2, "likelihood": "bernoulli", "sigma": 1.0, "prior": "normal",
-              "decoder": {"kind": "mlp", "hidden": [8], "activation": "tanh"}},
-    "guide": {"family": "normal", "encoder": {"kind": "mlp", "hidden": [8], "activation": "tanh"}},
-    "estimator": {"name": "trace", "num_particles": 1, "k": 2, "alpha": 0.5, "gradient": "standard",
-                  "beta": 1.0, "beta_start": 1.0, "anneal_epochs": 0, "strict": False},
+    "model": {"latent_dim": 2, "likelihood": {"name": "bernoulli"}, "prior": {"name": "normal"},
+              "decoder": {"name": "mlp", "hidden": [8], "activation": "tanh"}},
+    "guide": {"family": {"name": "normal"}, "encoder": {"name": "mlp", "hidden": [8], "activation": "tanh"}},
+    "estimator": {"name": "trace", "num_particles": 1, "beta": 1.0, "beta_start": 1.0, "anneal_epochs": 0},
     "train": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 16, "epochs": 1, "seed": 0,
               "device": "cpu"},
     "eval": {"k": 2, "num_test": 8, "chunk_size": 0},
@@ -83,7 +224,7 @@ def _paths(node: dict, prefix: tuple = ()) -> list[tuple]:
 
 
 PATHS = _paths(BASE)
-CHOICES = sorted({str(c) for _, _, doc in config.field_docs() if "one of " in doc
+CHOICES = sorted({c for _, _, doc in config.keys() if "one of " in doc
                   for c in doc.split("one of ")[1].split(";")[0].split("|")})
 
 values = st.one_of(
@@ -128,7 +269,7 @@ def test_mangled_config_is_a_short_run_or_a_clear_error(mutation_list):
         mangle(raw, mutation)
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
         mp.setenv("PPVAE_DATA", tmp)
-        mp.setattr(experiment, "figures", lambda *args: [])  # plotting is tested elsewhere and slow here
+        mp.setattr(experiment, "run_figures", lambda *args: [])  # plotting is tested elsewhere and slow here
         if isinstance(raw.get("data"), dict) and "data_dir" in raw["data"]:
             raw["data"]["data_dir"] = tmp
         try:

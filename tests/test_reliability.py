@@ -11,8 +11,8 @@ import torch
 from ppvae import runs
 from ppvae.cli import main
 from ppvae.errors import OutOfMemory
-from ppvae.memory import retry_on_oom
-from ppvae.train import Trainer
+from ppvae.evaluation.memory import retry_on_oom
+from ppvae.infer.trainer import Trainer
 
 TINY = ["data.max_train=64", "data.max_test=32", "train.epochs=1", "train.batch_size=32", "eval.k=4",
         "model.decoder.hidden=[16]", "guide.encoder.hidden=[16]"]
@@ -68,11 +68,12 @@ def assert_clear_error(code: int, err: str, *fragments: str) -> None:
 @pytest.mark.parametrize("override, fragments", [
     ("train.lrr=0.1", ["Unknown config key 'train.lrr'", "Did you mean 'train.lr'?"]),
     ("trian.lr=0.1", ["Unknown config key 'trian'", "Did you mean 'train'?"]),
-    ("train.epochs=two", ["train.epochs = 'two' has the wrong type: expected int"]),
+    ("train.epochs=two", ['train.epochs = "two" has the wrong type: expected int']),
     ("train.lr=-0.001", ["train.lr = -0.001 is invalid: it must be > 0"]),
-    ("estimator.k=0", ["estimator.k = 0 is invalid: it must be >= 1"]),
+    ("estimator.num_particles=0", ["estimator.num_particles = 0 is invalid: it must be >= 1"]),
+    ("estimator.k=5", ["estimator.k is not a parameter of estimator 'trace'", "num_particles"]),
     ("model.latent_dim=0", ["model.latent_dim = 0 is invalid: it must be > 0"]),
-    ("model.sigma=inf", ["model.sigma = inf is invalid: it must be a finite number"]),
+    ("train.lr=inf", ["train.lr = inf is invalid: it must be a finite number"]),
     ("model.likelihood=bernouli", ["Did you mean 'bernoulli'?"]),
 ])
 def test_bad_config_value_is_named_with_its_fix(capsys, tmp_path, override, fragments):
@@ -205,7 +206,7 @@ def test_nan_gradient_stops_with_last_good_checkpoint(capsys, tmp_path, monkeypa
 
 
 def test_non_finite_loss_on_the_first_batch_is_refused(capsys, tmp_path):
-    code, err = run(capsys, tmp_path, "quickstart", *TINY, "model.likelihood=gaussian_fixed", "model.sigma=1e-30")
+    code, err = run(capsys, tmp_path, "quickstart", *TINY, "model.likelihood=gaussian_fixed", "model.likelihood.sigma=1e-30")
     assert_clear_error(code, err, "on the first batch, before any training step", "sigma")
 
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ppvae import config, experiment
+from ppvae import config
+from ppvae.errors import PPVAEError
+from ppvae.studies import run as experiment
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -44,3 +46,48 @@ def test_user_pair_trains_evaluates_and_plots(pair_file, estimator, tmp_path):
         assert (run_dir / fig).stat().st_size > 0
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(history) == 2 and history[-1]["train_loss"] < history[0]["train_loss"] + 5
+
+
+SWAPPING_FACTORY = '''
+from typing import Annotated
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from ppvae import build_pair
+from ppvae.registry import Param
+
+
+class WidePrior(nn.Module):
+    def __init__(self, latent_dim, scale):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.register_buffer("scale", torch.full((latent_dim,), scale))
+
+    def forward(self):
+        return dist.Normal(torch.zeros_like(self.scale), self.scale).to_event(1)
+
+
+def make_pair(data, cfg, *, prior_scale: Annotated[float, Param("> 0", "sd of the prior")] = 1.0):
+    """The bundled pair with its prior swapped: build_pair here builds the bundled pair, not this one."""
+    model, guide = build_pair(cfg, data)
+    model.prior = WidePrior(cfg.model.latent_dim, prior_scale)
+    return model, guide
+'''
+
+
+def test_a_factory_swaps_a_part_of_the_bundled_pair_and_takes_its_own_parameters(tmp_path):
+    path = tmp_path / "swap.py"
+    path.write_text(SWAPPING_FACTORY)
+    cfg = config.load("quickstart", [f"model.pair={path}:make_pair", "model.pair_params.prior_scale=2.5",
+                                     "train.epochs=1", "eval.k=10", "data.max_train=100"])
+    run_dir = experiment.run(cfg, out=tmp_path / "runs")
+    _, _, trainer, _ = experiment.load_run(run_dir)
+    assert float(trainer.model.prior.scale[0]) == 2.5  # the swapped part, with the TOML parameter
+    assert json.loads((run_dir / "config.json").read_text())["model"]["pair_params"] == {"prior_scale": 2.5}
+    for bad, message in (("model.pair_params.prior_scal=2", "Did you mean 'model.pair_params.prior_scale'"),
+                         ("model.pair_params.prior_scale=-1", "prior_scale = -1.0 is invalid: it must be > 0")):
+        with pytest.raises(PPVAEError, match=message):
+            experiment.run(config.load("quickstart", [f"model.pair={path}:make_pair", bad]), out=tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()  # refused before any run folder exists

@@ -1,0 +1,262 @@
+"""Sample quality: Frechet distance between generated and real test images in a classifier's feature space.
+
+**This is not the Inception FID.** The features are the 64-unit penultimate layer of a small
+CNN classifier that ppvae trains on the run's own training set (two stride-2 convolutions and
+one hidden layer), so the numbers compare models *within* this suite and dataset only; they
+are not comparable with FIDs published for any dataset. The classifier is trained once per
+dataset (deterministically, with its own seed) and cached under ``$PPVAE_CACHE`` (default
+``~/.cache/ppvae``) in ``feature_nets/``.
+
+The standard FID (InceptionV3 pool features, 2048-D, as computed by torch-fidelity) is added
+only where the ``torch_fidelity`` package and its InceptionV3 weights file are already on the
+machine (``$PPVAE_INCEPTION_WEIGHTS``, or ``weights-inception-2015-12-05-6726825d.pth`` in the
+torch hub cache); ppvae never downloads them. Grey images are repeated to three channels and
+upsampled to 299x299 by torch-fidelity. Metric names say which is which: ``fd_*`` (classifier
+features) and ``fid_inception_*`` (standard FID).
+
+Generated images are decoded means, clipped to [0, 1] like the test images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ppvae import registry, runs, tables
+from ppvae.analyses.base import Analysis, Result, RunContext, StudyRun
+from ppvae.data import Dataset
+from ppvae.errors import DataError
+from ppvae.evaluation.sampling import (
+    DEFAULT_COMPONENTS,
+    SOURCES,
+    decode,
+    density_figure,
+    density_panels,
+    draw_latents,
+    fit_aggregate,
+    kl_to_prior,
+)
+from ppvae.registry import Param
+from ppvae.sites import posterior_means
+
+FEATURES = 64
+VERSION = 1  # bump when the classifier or its training changes: old cache entries are then ignored
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+DENSITY_FILE = "latent_density.npz"
+
+
+class FeatureNet(nn.Module):
+    """A small CNN classifier; its penultimate layer is the feature space of the Frechet distance."""
+
+    def __init__(self, image_shape: Sequence[int], num_classes: int):
+        super().__init__()
+        h, w = image_shape[-2], image_shape[-1]
+        self.body = nn.Sequential(
+            nn.Unflatten(1, (1, h, w)),
+            nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(32 * math.ceil(h / 4) * math.ceil(w / 4), FEATURES), nn.ReLU(),
+        )
+        self.head = nn.Linear(FEATURES, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def _fingerprint(data: Dataset) -> str:
+    h = hashlib.sha1()
+    for t in (data.train_x, data.train_y):
+        h.update(t.cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PPVAE_CACHE") or Path.home() / ".cache" / "ppvae") / "feature_nets"
+
+
+@torch.no_grad()
+def accuracy(net: FeatureNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
+    hits = sum((net(x[i:i + batch_size]).argmax(-1) == y[i:i + batch_size]).sum().item()
+               for i in range(0, x.shape[0], batch_size))
+    return hits / x.shape[0]
+
+
+def train_feature_net(data: Dataset, steps: int = 2500, seed: int = 0, batch_size: int = 128,
+                      lr: float = 1e-3) -> tuple[FeatureNet, float]:
+    """Train the classifier on the training set (grey levels) for a fixed number of Adam steps
+    (about 5 epochs of MNIST; many more passes over a small set); returns it with its test accuracy.
+
+    Runs inside a forked random state, so it neither depends on nor disturbs the caller's seeds.
+    """
+    if data.train_y is None or not data.num_classes:
+        raise DataError(f"The sample-quality distance needs a labelled dataset to train its classifier; "
+                        f"{data.name!r} has no labels.")
+    device = data.train_x.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        net = FeatureNet(data.image_shape, data.num_classes).to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        n, step = data.train_x.shape[0], 0
+        while step < steps:
+            order = torch.randperm(n, device=device)
+            for idx in order[: (steps - step) * batch_size].split(batch_size):
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(net(data.train_x[idx]), data.train_y[idx]).backward()
+                opt.step()
+                step += 1
+    net.eval()
+    return net, accuracy(net, data.test_x, data.test_y)
+
+
+def feature_net(data: Dataset, steps: int = 2500, seed: int = 0) -> tuple[FeatureNet, float]:
+    """The cached classifier for this exact training set (trained on first use), with its test accuracy."""
+    shape = "x".join(map(str, data.image_shape))
+    name = f"{data.name}-{shape}-n{data.train_x.shape[0]}-{_fingerprint(data)}-v{VERSION}-t{steps}-s{seed}.pt"
+    path = cache_dir() / name
+    if path.is_file():
+        state = torch.load(path, map_location=data.train_x.device, weights_only=True)
+        net = FeatureNet(data.image_shape, data.num_classes).to(data.train_x.device)
+        net.load_state_dict(state["net"])
+        return net.eval(), state["accuracy"]
+    net, acc = train_feature_net(data, steps, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    runs.save_checkpoint(path, {"net": net.state_dict(), "accuracy": acc})
+    return net, acc
+
+
+def _psd_sqrt(s: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh(s)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two sets of feature vectors [N, d].
+
+    Tr (S_a S_b)^(1/2) is computed as the sum of square roots of the eigenvalues of the symmetric
+    S_a^(1/2) S_b S_a^(1/2), which stays exact when dead ReLU features make a covariance singular.
+    """
+    a, b = (np.asarray(t.cpu() if torch.is_tensor(t) else t, dtype=np.float64) for t in (a, b))
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root_a = _psd_sqrt(s_a)
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ s_b @ root_a), 0, None)).sum()
+    value = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * cross
+    return max(float(value), 0.0)  # rounding can leave a tiny negative number for identical sets
+
+
+@torch.no_grad()
+def features(net: FeatureNet, images: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    return torch.cat([net.features(chunk.clamp(0, 1)) for chunk in images.split(batch_size)])
+
+
+def inception_weights() -> Path | None:
+    """torch-fidelity's InceptionV3 weights when the package and the file are both on this machine (never downloads)."""
+    if importlib.util.find_spec("torch_fidelity") is None:
+        return None
+    candidates = [os.environ.get("PPVAE_INCEPTION_WEIGHTS", ""),
+                  Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE]
+    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+
+
+@torch.no_grad()
+def inception_features(images: torch.Tensor, image_shape: Sequence[int], weights: Path,
+                       batch_size: int = 100) -> torch.Tensor:
+    """2048-D InceptionV3 pool features of grey images in [0, 1] (torch-fidelity's FID extractor)."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights))
+    net = net.to(images.device)
+    h, w = image_shape[-2], image_shape[-1]
+    u8 = (images.clamp(0, 1) * 255).round().to(torch.uint8).reshape(-1, 1, h, w)
+    return torch.cat([net(u8[i:i + batch_size].expand(-1, 3, -1, -1))[0] for i in range(0, u8.shape[0], batch_size)])
+
+
+def sample_quality(model: Callable, guide: Callable, data: Dataset, n: int, sources: Sequence[str] = SOURCES,
+                   mixture: dist.Distribution | None = None, components: int = DEFAULT_COMPONENTS,
+                   seed: int = 0) -> dict:
+    """Frechet distances of n generated images per source to the first n test images.
+
+    ``fd_SOURCE`` uses the suite's classifier features (not the Inception FID); for
+    ``aggregate`` the mixture is fit here unless given. ``fid_inception_SOURCE`` is added
+    only where Inception weights are available locally.
+    """
+    n = min(n, data.test_x.shape[0])
+    real = data.test_x[:n]
+    net, acc = feature_net(data)
+    real_features = features(net, real)
+    weights = inception_weights()
+    real_inception = inception_features(real, data.image_shape, weights) if weights else None
+    out: dict = {"fd_points": n, "fd_classifier_test_accuracy": acc,
+                 "fid_inception": f"computed with {weights}" if weights else
+                 "not computed: torch-fidelity and its InceptionV3 weights are not on this machine"}
+    for source in sources:
+        if source == "aggregate" and mixture is None:
+            mixture = fit_aggregate(posterior_means(guide, data.train_x, data.train_y), components, seed)
+        fake, _ = decode(model, draw_latents(source, n, model, real, mixture), real)
+        out[f"fd_{source}"] = frechet_distance(real_features, features(net, fake))
+        if weights:
+            fake_inception = inception_features(fake, data.image_shape, weights)
+            out[f"fid_inception_{source}"] = frechet_distance(real_inception, fake_inception)
+    return out
+
+
+@registry.register("analysis", "sample_quality", labels=True)
+class SampleQuality(Analysis):
+    """Frechet distances fd_prior / fd_aggregate in a classifier's features (not the Inception FID),
+    and KL(mixture || prior) of a Gaussian mixture fit to the aggregate posterior."""
+
+    title = "Sample quality"
+
+    def __init__(self, *, n: Annotated[int, Param(">= 1", "generated and test images for the distances")] = 1000,
+                 components: Annotated[int, Param(">= 1", "Gaussian mixture components fit to the aggregate "
+                                                          "posterior")] = 32):
+        self.n, self.components = n, components
+
+    def run(self, ctx: RunContext) -> Result:
+        """:func:`sample_quality` from the prior and the aggregate posterior, KL(mixture || prior), and, for a
+        2-D latent, the log densities of prior, aggregate posterior and mixture (``latent_density.png`` / ``.npz``)."""
+        data, model, guide = ctx.data, ctx.model, ctx.guide
+        pyro.set_rng_seed(ctx.seed + 2)
+        mixture = fit_aggregate(posterior_means(guide, data.train_x, data.train_y), self.components, ctx.seed)
+        out = sample_quality(model, guide, data, self.n, mixture=mixture, seed=ctx.seed)
+        out["aggregate_components"] = self.components
+        out["kl_mixture_prior"], out["kl_mixture_prior_se"] = kl_to_prior(mixture, model, data.test_x)
+        report = tables.records([out], ["fd_prior", "fd_aggregate", "kl_mixture_prior", "kl_mixture_prior_se",
+                                        "fd_points", "fd_classifier_test_accuracy"]) + (
+            "\nFrechet distances in the features of ppvae's classifier (not the Inception FID; "
+            f"{out['fid_inception']}).\n")
+        if mixture.event_shape != (2,):
+            return Result(out, report=report)
+        panels = density_panels(model, guide, data, mixture)
+        runs.write_npz(ctx.run_dir / DENSITY_FILE, {"panels": panels}, compressed=True)
+        return Result(out, [density_figure([panels], [ctx.name], ctx.run_dir / "latent_density.png")], report)
+
+    @classmethod
+    def aggregate(cls, folder: Path, study_runs: Sequence[StudyRun]) -> Result | None:
+        """The 2-D latent log densities of every run in one figure (one row per run)."""
+        found = [(r.label, r.run_dir / DENSITY_FILE) for r in study_runs if (r.run_dir / DENSITY_FILE).is_file()]
+        if not found:
+            return None
+        panels = []
+        for _, path in found:
+            with np.load(path) as f:
+                panels.append(f["panels"])
+        return Result(figures=[density_figure(panels, [label for label, _ in found], folder / "latent_density.png")])
+
+
+__all__ = ["FEATURES", "FeatureNet", "train_feature_net", "feature_net", "frechet_distance", "features",
+           "inception_weights", "inception_features", "sample_quality", "SampleQuality", "cache_dir", "DENSITY_FILE"]

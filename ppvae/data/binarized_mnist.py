@@ -1,0 +1,88 @@
+"""Larochelle & Murray's fixed binarization of MNIST (the ``.amat`` files)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ppvae import registry
+from ppvae.data.dataset import Arrays, DataSource
+from ppvae.data.files import check_md5, data_root, download, missing_files_error, read_bytes
+from ppvae.errors import DataError
+
+URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+MD5 = {  # of the uncompressed .amat files
+    "train": "db28b1a6ae0fe70cbd3da91acf46e477",
+    "valid": "bf37822a04e94123630de6a7dfd9c9ef",
+    "test": "14e41ae11040adba6ab8cb291eda0dd8",
+}
+ROWS = {"train": 50_000, "valid": 10_000, "test": 10_000}
+TEST_ORDER_SEED = 0  # the fixed order of the class-sorted test set (see BinarizedMNIST)
+
+
+def read_amat(path: Path, split: str) -> np.ndarray:
+    """Parse a 0/1 ``.amat`` (or ``.amat.gz``) as uint8 [N, 784] at numpy speed (np.loadtxt takes ~1 min).
+
+    A bit-packed ``.npy`` cache is written next to the file when that folder is writable.
+    """
+    cache = path.with_name(f"binarized_mnist_{split}.packed.npy")
+    if cache.is_file() and cache.stat().st_mtime >= path.stat().st_mtime:
+        with contextlib.suppress(Exception):
+            packed = np.load(cache, allow_pickle=False)
+            if packed.shape == (ROWS[split], 98) and packed.dtype == np.uint8:
+                return np.unpackbits(packed, axis=1, count=784)
+    raw = read_bytes(path)
+    check_md5(path, MD5[split], raw)
+    chars = np.frombuffer(raw, dtype=np.uint8)
+    bits = chars[(chars == ord("0")) | (chars == ord("1"))] - ord("0")
+    rows = ROWS[split]
+    if bits.size != rows * 784:
+        raise DataError(f"{path} holds {bits.size} values, expected {rows} rows of 784.")
+    bits = bits.reshape(rows, 784)
+    if os.access(path.parent, os.W_OK):
+        tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp.npy")
+        try:
+            np.save(tmp, np.packbits(bits, axis=1))
+            os.replace(tmp, cache)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    return bits
+
+
+@registry.register("dataset", "binarized_mnist", binary=True)
+class BinarizedMNIST(DataSource):
+    """Larochelle & Murray's fixed binarization: train + valid (60,000), test (10,000); no labels.
+
+    Files: ``<data_dir>/binarized_mnist/binarized_mnist_{train,valid,test}.amat[.gz]``; train is their
+    train (50,000) and valid (10,000) concatenated, so the split matches MNIST and Burda et al. (2015).
+    The test file is sorted by digit class (its first 1,000 images are zeros), so it is put in
+    a fixed shuffled order (``TEST_ORDER_SEED``): then the first N points (``max_test``,
+    ``eval.num_test``) are a fair sample, and the whole set gives the same numbers as before.
+    """
+
+    def arrays(self) -> Arrays:
+        folder = data_root(self.data_dir) / "binarized_mnist"
+        paths = {}
+        for split in ("train", "valid", "test"):
+            base = folder / f"binarized_mnist_{split}.amat"
+            paths[split] = next((p for p in (base, base.with_name(base.name + ".gz")) if p.is_file()), None)
+        missing = [s for s, p in paths.items() if p is None]
+        failure = None
+        for split in missing if self.download else []:
+            name = f"binarized_mnist_{split}.amat"
+            failure = download([URL + name], folder, name, MD5[split])
+            if failure:
+                break
+            paths[split] = folder / name
+        if missing and (failure or not self.download):
+            names = [f"binarized_mnist_{s}.amat" for s in ("train", "valid", "test")]
+            raise missing_files_error("Binarized MNIST (plain .amat or gzipped .amat.gz)", folder, names,
+                                      self.download, failure, URL)
+        train = np.concatenate([read_amat(paths["train"], "train"), read_amat(paths["valid"], "valid")])
+        test = read_amat(paths["test"], "test")
+        test = test[np.random.default_rng(TEST_ORDER_SEED).permutation(len(test))]
+        return train.astype(np.float32), test.astype(np.float32), None, None, (1, 28, 28), 0

@@ -1,0 +1,53 @@
+"""The figures every run gets: reconstructions, prior samples, the bound per epoch, and with a 2-D
+latent the posterior-mean map and the learned manifold; per-pixel sigma maps where p(x|z) has one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ppvae import plots, runs
+from ppvae.data import Dataset
+from ppvae.evaluation.sampling import uncertainty_figures
+from ppvae.sites import decode_mean, posterior_mean, prior_samples
+
+
+@torch.no_grad()
+def run_figures(model: Callable, guide: Callable, data: Dataset, run_dir: Path) -> list[Path]:
+    """Draw the standard figures of a trained pair into ``run_dir`` (the curves from its ``metrics.jsonl``)."""
+    x, y = data.test_x[:32], None if data.test_y is None else data.test_y[:32]
+    shape = data.image_shape
+    z = posterior_mean(guide, x, y)
+    recon = decode_mean(model, z, x, y)
+    pairs = torch.stack([x[:16], recon[:16], x[16:32], recon[16:32]]).reshape(-1, x.shape[1])
+    out = [plots.image_grid(pairs.cpu().numpy(), shape, run_dir / "reconstructions.png", rows=4,
+                            title="test images and reconstructions", row_labels=["data", "recon", "data", "recon"])]
+    # labels for conditional pairs (ignored by others): one class per row of 8 samples
+    classes = data.num_classes if data.train_y is not None else 0
+    labels = torch.arange(classes, device=x.device).repeat_interleave(8) if classes else None
+    samples = prior_samples(model, x, 8 * classes if classes else 64, labels)
+    out.append(plots.image_grid(samples.cpu().numpy(), shape, run_dir / "samples.png", rows=classes or None,
+                                title="samples from the prior (means)"))
+    hist = runs.read_jsonl(run_dir / runs.EPOCHS)
+    epochs = [h["epoch"] for h in hist]
+    out.append(plots.curves({"train (objective)": (epochs, [-h["train_loss"] for h in hist]),
+                             "test ELBO": (epochs, [h["test_elbo"] for h in hist])},
+                            run_dir / "elbo.png", title="lower bound per example"))
+    if z.shape[-1] == 2:
+        n = min(2000, data.test_x.shape[0])
+        ty = None if data.test_y is None else data.test_y[:n]
+        zt = posterior_mean(guide, data.test_x[:n], ty)
+        out.append(plots.latent_scatter(zt.cpu().numpy(), None if ty is None else ty.cpu().numpy(),
+                                        run_dir / "latent.png"))
+        grid = torch.linspace(0.05, 0.95, 15, device=x.device)
+        normal = torch.distributions.Normal(0.0, 1.0)
+        zz = torch.cartesian_prod(normal.icdf(grid), normal.icdf(grid)).flip(-1)
+        manifold = decode_mean(model, zz, x, None if labels is None else labels[:1].expand(len(zz)))
+        out.append(plots.image_grid(manifold.cpu().numpy(), shape, run_dir / "manifold.png", rows=15,
+                                    title="learned manifold (inverse-CDF grid)"))
+    return out + uncertainty_figures(model, guide, data, run_dir)
+
+
+__all__ = ["run_figures"]

@@ -1,0 +1,54 @@
+"""Networks shared by encoders (guides/) and decoders (models/), registered as parts of kind ``network``.
+
+Every network maps ``[..., in_dim] -> [..., out_dim]`` on flat vectors, whatever leading
+(particle, batch) dimensions it is given; convolutional ones reshape to images inside. A
+network part is a function ``(in_dim, out_dim, image_shape, role, **params) -> nn.Module``
+(``role`` is ``"encoder"`` or ``"decoder"``); each file in this folder defines one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ppvae import registry
+
+
+def make_network(spec: registry.Spec, in_dim: int, out_dim: int, image_shape: tuple[int, ...] | None = None,
+                 role: str = "encoder") -> nn.Module:
+    """The network a ``network`` spec describes, from ``in_dim`` inputs to ``out_dim`` outputs."""
+    return spec.create(in_dim, out_dim, image_shape, role)
+
+
+def with_labels(h: torch.Tensor, y: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """Append one-hot labels to the last dimension (broadcast over particle dims); a no-op when
+    ``num_classes`` is 0. Conditional pairs (CVAE) use it on both decoder and encoder inputs."""
+    if not num_classes:
+        return h
+    if y is None:
+        raise ValueError("This is a conditional (CVAE) pair: call it with labels y.")
+    onehot = F.one_hot(y, num_classes).to(h.dtype)
+    return torch.cat([h, onehot.expand(h.shape[:-1] + (num_classes,))], dim=-1)
+
+
+@contextlib.contextmanager
+def eval_mode(*parts: object) -> Iterator[None]:
+    """Put the nn.Module parts of a pair in eval mode (batch norm uses running statistics), then restore."""
+    modules = [p for p in parts if isinstance(p, nn.Module)]
+    was = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, was):
+            m.train(mode)
+
+
+registry.discover(__name__)
+
+__all__ = ["make_network", "with_labels", "eval_mode"]

@@ -1,0 +1,237 @@
+"""One run, end to end: config -> data -> pair -> training -> evaluation and analyses -> run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyro
+import torch
+from tqdm import tqdm
+
+from ppvae import runs, tables
+from ppvae.analyses import RunContext
+from ppvae.build import build_pair, pair_params
+from ppvae.config import Config, build, to_dict
+from ppvae.data import Dataset, load_dataset
+from ppvae.errors import CheckpointError, ConfigError, DataError, Interrupted, PPVAEError, TrainingError, reported_as
+from ppvae.evaluation.figures import run_figures
+from ppvae.evaluation.loglik import evaluate_detailed
+from ppvae.infer.estimators import make_estimator
+from ppvae.infer.trainer import Trainer, resolve_device, seed_everything, stop_on_signals
+from ppvae.nn import eval_mode
+
+RESUMABLE = ("train.epochs", "train.lr", "train.device", "eval.")  # what ``--resume`` overrides may change
+
+
+def _absolute_paths(cfg: Config) -> Config:
+    """Store a user pair's and plugins' file paths absolutely so the run folder works from anywhere."""
+    target, sep, func = cfg.model.pair.rpartition(":")
+    if sep and target.endswith(".py"):
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pair=f"{Path(target).resolve()}:{func}"))
+    plugins = tuple(str(Path(p).resolve()) if p.endswith(".py") else p for p in cfg.plugins)
+    return dataclasses.replace(cfg, plugins=plugins) if plugins != cfg.plugins else cfg
+
+
+def prepare(cfg: Config) -> tuple[Dataset, Trainer]:
+    """Load data, build the pair and a set-up trainer (parameters and optimizer exist).
+
+    Whatever is wrong with the input fails here, before any step, as one ppvae error.
+    """
+    if cfg.model.pair:
+        pair_params(cfg)  # the factory's own parameters, checked before the data are loaded
+    seed_everything(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    data = load_dataset(cfg.data).to(device)
+    if data.train_x.shape[0] == 0:
+        raise DataError(f"The training set of {cfg.data.name!r} is empty; lower data.test_fraction "
+                        "or raise data.max_train.")
+    with reported_as("Building the model/guide pair failed"):
+        model, guide = build_pair(cfg, data)
+    trainer = Trainer(model, guide, make_estimator(cfg.estimator), cfg.train, device)
+    trainer.setup(*next(data.batches(cfg.train.batch_size, shuffle=False)))  # binarized as in training
+    seed_everything(cfg.train.seed)
+    return data, trainer
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(prefix + key)
+    return out
+
+
+def load_run(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[Config, Dataset, Trainer, dict]:
+    """Rebuild a run's data and trainer from its folder and restore the checkpoint.
+
+    ``overrides`` may change only the keys in ``RESUMABLE`` (say, a lower learning rate after
+    a divergence, or more epochs); anything else would not fit the checkpoint.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / runs.CONFIG).is_file():
+        raise CheckpointError(f"{run_dir} is not a run folder (it has no {runs.CONFIG}); give the folder "
+                              "that 'ppvae run' printed.")
+    try:
+        raw = runs.read_json(run_dir / runs.CONFIG)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{run_dir / runs.CONFIG} cannot be read ({e}); the run folder is damaged.") from None
+    cfg = build(raw)
+    if overrides:
+        new = build(raw, overrides)
+        fixed = [k for k in _changed_keys(to_dict(cfg), to_dict(new)) if not k.startswith(RESUMABLE)]
+        if fixed:
+            raise ConfigError(f"A resumed run cannot change {', '.join(fixed)}: the checkpoint was trained with "
+                              f"them. Only {', '.join(k + '*' * k.endswith('.') for k in RESUMABLE)} can change "
+                              "on --resume; start a new run for the rest.")
+        cfg = new
+    state = runs.load_checkpoint(run_dir / runs.CHECKPOINT)
+    data, trainer = prepare(cfg)
+    trainer.load_state_dict(state["trainer"])
+    return cfg, data, trainer, state
+
+
+def _progress(total: int, initial: int) -> tqdm:
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=0.5,
+                file=sys.stderr, disable=None)
+
+
+def train(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer) -> float:
+    """Train to ``cfg.train.epochs``, writing per-epoch metrics and a checkpoint each epoch.
+
+    Ctrl-C or SIGTERM saves the exact position and raises Interrupted; a diverging or failing
+    step raises TrainingError and leaves the last good checkpoint alone. Either way the run
+    folder's STATUS file says how to continue.
+    """
+    def save() -> tuple[int, int]:
+        runs.save_checkpoint(run_dir / runs.CHECKPOINT, {"trainer": trainer.state_dict(), "config": to_dict(cfg)})
+        return trainer.epoch, trainer.step
+
+    # A crash between the two per-epoch writes leaves metrics.jsonl one epoch ahead of the checkpoint.
+    history = runs.read_jsonl(run_dir / runs.EPOCHS)
+    runs.write_jsonl(run_dir / runs.EPOCHS, [r for r in history if r["epoch"] <= trainer.epoch])
+    saved = (trainer.epoch, trainer.step) if (run_dir / runs.CHECKPOINT).is_file() else save()
+    resume = f"ppvae run --resume {run_dir}"
+    runs.write_status(run_dir, f"running (or crashed: if no process is training it, continue with: {resume})")
+    steps_per_epoch = math.ceil(data.train_x.shape[0] / cfg.train.batch_size)
+    start = time.perf_counter()
+    try:
+        with _progress(cfg.train.epochs * steps_per_epoch, trainer.step) as bar, stop_on_signals(trainer):
+            while trainer.epoch < cfg.train.epochs:
+                result = trainer.fit_epoch(data, on_batch=lambda: bar.update(1))
+                record = dataclasses.asdict(result) | trainer.extra_metrics()
+                runs.append_jsonl(run_dir / runs.EPOCHS, record)
+                saved = save()
+                bar.set_postfix(loss=f"{result.train_loss:.2f}", test_elbo=f"{result.test_elbo:.2f}")
+                if bar.disable:
+                    print(f"epoch {result.epoch}/{cfg.train.epochs}: train loss {result.train_loss:.3f}, "
+                          f"test ELBO {result.test_elbo:.3f}", file=sys.stderr)
+                trainer.raise_if_stopped()
+    except Interrupted as e:
+        save()
+        message = f"{e} Its checkpoint is saved; continue with: {resume}"
+        runs.write_status(run_dir, f"interrupted: {message}")
+        raise Interrupted(message, e.signum) from None
+    except TrainingError as e:
+        message = (f"{e} The last good checkpoint (epoch {saved[0]}, step {saved[1]}) is kept in {run_dir}; after "
+                   f"fixing the cause continue from it with: {resume} (add e.g. train.lr=... to change the learning rate).")
+        runs.write_status(run_dir, f"failed: {message}")
+        raise TrainingError(message) from e
+    runs.write_status(run_dir, f"trained: {trainer.epoch} epochs, {trainer.step} steps.")
+    return time.perf_counter() - start
+
+
+def write_report(cfg: Config, run_dir: Path, metrics: dict, figs: list[Path], sections: list[tuple[str, str]]) -> None:
+    """``report.md``: what was run, the summary metrics, notes, the analyses' sections and the figures."""
+    m = cfg.model
+    lines = [f"# {cfg.name or 'run'}", "", cfg.description, "",
+             f"Data `{cfg.data.name}` (binarize: {cfg.data.binarize}), likelihood `{m.likelihood.name}`, "
+             f"prior `{m.prior.name}`, guide `{cfg.guide.family.name}`, estimator `{cfg.estimator.name}`, "
+             f"latent size {m.latent_dim}, {cfg.train.epochs} epochs.", "",
+             tables.markdown(["metric", "value"],
+                             [[k, v] for k, v in metrics.items() if not isinstance(v, (dict, list))], number=".4f")]
+    notes = metrics.get("eval_notes", [])  # e.g. a point-mass guide: test_ll is not a bound
+    lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""] if notes else []
+    lines += [f"## {title}\n\n{body}" for title, body in sections]
+    lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figs]
+    runs.write_bytes_atomic(run_dir / runs.REPORT, ("\n".join(lines) + "\n").encode())
+
+
+def run(cfg: Config | None, out: Path | str = "runs", resume: Path | None = None,
+        overrides: Sequence[str] = ()) -> Path:
+    """Train, evaluate and write a run folder; with ``resume`` continue an existing one,
+    applying ``overrides`` (only keys in ``RESUMABLE``)."""
+    if resume is not None:
+        run_dir = Path(resume)
+        cfg, data, trainer, _ = load_run(run_dir, overrides)
+        runs.write_json(run_dir / runs.CONFIG, to_dict(cfg))
+    else:
+        cfg = _absolute_paths(cfg)
+        data, trainer = prepare(cfg)
+        run_dir = runs.new_run_dir(out, cfg.name or "run")
+        runs.write_json(run_dir / runs.CONFIG, to_dict(cfg))
+    seconds = train(cfg, run_dir, data, trainer)
+    finish(cfg, run_dir, data, trainer, {"train_seconds_this_session": seconds})
+    return run_dir
+
+
+def finish(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: dict | None = None) -> dict:
+    """Evaluate, draw the figures, run the enabled analyses, write ``metrics.json``, ``pointwise.npz`` and
+    ``report.md``; returns the metrics.
+
+    The log-weight matrix is saved only when it fits ``eval.log_weights_mb``: evaluation is
+    seeded, so ``ppvae eval`` recomputes the same matrix. Evaluation, figures and analyses run in
+    evaluation mode (batch norm uses its running statistics, a denoising guide sees clean
+    inputs), except an analysis that asks for training mode (the gradient study: the objective
+    that was trained).
+    """
+    model, guide = trainer.model, trainer.guide
+    n = cfg.eval.num_test or data.test_x.shape[0]
+    y = None if data.test_y is None else data.test_y[:n]
+    with eval_mode(model, guide):
+        pyro.set_rng_seed(cfg.train.seed + 1)
+        keep = n * cfg.eval.k * 2 <= cfg.eval.log_weights_mb * 2**20  # float16
+        result = evaluate_detailed(model, guide, data.test_x[:n], y, k=cfg.eval.k, chunk_size=cfg.eval.chunk_size,
+                                   keep_log_weights=keep)
+        result.save(run_dir)
+        metrics = result.metrics
+        hist = runs.read_jsonl(run_dir / runs.EPOCHS)
+        metrics |= {
+            "final_train_loss": hist[-1]["train_loss"] if hist else float("nan"),
+            "epochs": trainer.epoch,
+            "steps": trainer.step,
+            "seconds_per_epoch": sum(h["seconds"] for h in hist) / max(1, len(hist)),
+            "estimator": cfg.estimator.name,
+            "estimator_notes": trainer.estimator.notes,
+            "binarization": cfg.data.binarize,
+            "device": str(trainer.device),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__},
+        } | trainer.extra_metrics() | (extra or {})
+        figs = run_figures(model, guide, data, run_dir)
+    sections = []
+    ctx = RunContext(run_dir, cfg.name or "run", data, model, guide, trainer.params, cfg.train.seed, cfg.data.seed, n,
+                     metrics)
+    for name, spec in cfg.eval.analyses.items():
+        analysis = spec.create()
+        failed = f"The analysis eval.{name} failed (the trained run is saved: ppvae eval {run_dir} retries it)"
+        with reported_as(failed, PPVAEError):
+            if analysis.training_mode:
+                out = analysis.run(ctx)
+            else:
+                with eval_mode(model, guide):
+                    out = analysis.run(ctx)
+        metrics |= out.metrics
+        figs += out.figures
+        if out.report:
+            sections.append((analysis.title or name, out.report))
+    runs.write_json(run_dir / runs.METRICS, metrics)
+    write_report(cfg, run_dir, metrics, figs, sections)
+    return metrics

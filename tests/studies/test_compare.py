@@ -1,0 +1,69 @@
+"""``ppvae compare`` on three short runs (two seeds of one config, one of another), and ``ppvae eval``."""
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from ppvae import config
+from ppvae.cli import main
+from ppvae.studies import run as experiment
+from ppvae.studies.compare import RunFolderError, compare
+
+TINY = ["train.epochs=2", "eval.k=50", "data.max_train=300", "model.decoder.hidden=[64]",
+        "guide.encoder.hidden=[64]"]
+
+
+@pytest.fixture(scope="module")
+def three_runs(tmp_path_factory):
+    parent = tmp_path_factory.mktemp("runs")
+    variants = [["train.seed=0"], ["train.seed=1"], ["estimator.name=iwae"]]
+    return [experiment.run(config.load("quickstart", TINY + v), out=parent) for v in variants]
+
+
+def test_compare_writes_tables_and_every_figure(three_runs, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", *map(str, three_runs), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "## Runs" in printed and "R-hat" in printed
+    for name in ("runs.csv", "configs.csv", "comparison.md", "forest_test_nll.png", "khat.png",
+                 "training_curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    rows = list(csv.DictReader(open(out / "runs.csv")))
+    assert len(rows) == 3 and [r["seed"] for r in rows] == ["0", "1", "0"]
+    assert all(float(r["test_nll"]) > 0 and r["khat_share_above_0_7"] != "" for r in rows)
+    configs = list(csv.DictReader(open(out / "configs.csv")))
+    assert [c["config"] for c in configs] == ["estimator.name=trace", "estimator.name=iwae"]
+    two_seeds, one_seed = configs
+    assert two_seeds["seeds"] == "2" and float(two_seeds["test_nll R-hat"]) >= 0.99
+    assert 0 < float(two_seeds["test_nll ESS"]) <= 2 * 400  # two chains of 400 bootstrap draws
+    assert one_seed["test_nll R-hat"] in ("", "nan")  # R-hat needs two chains
+    report = (out / "comparison.md").read_text()
+    assert all(f"]({name})" in report for name in ("forest_test_nll.png", "khat.png", "training_curves.png"))
+
+
+def test_compare_expands_a_folder_of_runs_and_defaults_the_output_folder(three_runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out, tables = compare([three_runs[0].parent])
+    assert out.parent.name == "runs" and out.name.startswith("compare-")
+    assert tables.count("| estimator.") == 3 + 2 + 2  # runs, configurations, chains
+
+
+def test_compare_says_what_to_do_with_an_unevaluated_folder(three_runs, tmp_path):
+    run = shutil.copytree(three_runs[0], tmp_path / "old")
+    (run / "pointwise.npz").unlink()
+    with pytest.raises(RunFolderError, match="ppvae eval"):
+        compare([run], tmp_path / "cmp")
+    with pytest.raises(RunFolderError, match="not a run folder"):
+        compare([tmp_path / "nothing"], tmp_path / "cmp")
+
+
+def test_eval_reevaluates_with_eval_overrides_only(three_runs, tmp_path, capsys):
+    run = shutil.copytree(three_runs[0], tmp_path / "run")
+    assert main(["eval", str(run), "eval.num_test=40", "--k", "30"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["eval_k"] == 30 and metrics["eval_points"] == 40
+    assert "khat_share_above_0_7" in capsys.readouterr().out
+    assert main(["eval", str(run), "train.epochs=3"]) == 2
+    assert "eval.* settings only" in capsys.readouterr().err
