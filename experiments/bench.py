@@ -47,6 +47,7 @@ import platform
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -447,7 +448,15 @@ def peak_memory(opts: BenchOptions, names: list[str]) -> dict[str, tuple[float, 
         return out
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["ppvae.experiments.bench"])
-    with ctx.Pool(1, maxtasksperchild=1) as pool:
+    # The server process puts its working folder first on its path: started in a source checkout, the
+    # source folder ppvae/ would shadow the installed package, which alone holds ppvae.experiments.
+    here = os.getcwd()
+    os.chdir(tempfile.gettempdir())
+    try:
+        pool = ctx.Pool(1, maxtasksperchild=1)
+    finally:
+        os.chdir(here)
+    with pool:
         return dict(zip(names, pool.map(_probe, [(opts, n) for n in names], chunksize=1)))
 
 
