@@ -95,7 +95,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          {"binary": False, "labels": False}),  # True / False, or None: depends on the file
     Kind("likelihood", "model.likelihood", "likelihoods p(x|z)",
          {"binary_data": False, "closed_form_update": False}),
-    Kind("prior", "model.prior", "priors p(z)", {"support": "real"}),
+    Kind("prior", "model.prior", "priors p(z)", {"support": "real", "needs_guide": False}),  # reads q(z|x)
     Kind("family", "guide.family", "posterior families q(z|x)", {"support": "real"}),
     Kind("network", "model.decoder, guide.encoder, model.top", "encoder and decoder networks",
          {"flat_input": True}),  # reads a flat vector, so labels can be appended to it (CVAE)
@@ -370,8 +370,8 @@ def spec(kind: str, value: Any, key: str, defaults: Mapping[str, Any] | None = N
     base = {k: v for k, v in defaults.items() if k != "name"} if defaults.get("name", name) == name else {}
     params = {}
     for f in e.fields:
-        params[f.name] = check_value(f"{key}.{f.name}", value.pop(f.name), f) if f.name in value \
-            else base.get(f.name, f.default)
+        given = value.pop(f.name) if f.name in value else base.get(f.name, f.default)
+        params[f.name] = check_value(f"{key}.{f.name}", given, f)  # defaults too: a TOML list becomes a tuple
     if value:
         bad = next(iter(value))
         valid = ", ".join(f.name for f in e.fields) or "none"

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from ppvae import config, registry, runs
 from ppvae.errors import ConfigError, PPVAEError
 from ppvae.studies import run as experiment
+from ppvae.studies import study
 
 FIXTURES = Path(__file__).parent / "fixtures" / "v0_runs"
 BINARY = {"data": {"binarize": "dynamic"}}  # the default likelihood (Bernoulli) needs binary data
@@ -115,6 +116,24 @@ def test_a_soft_override_applies_only_where_the_chosen_part_takes_it():
         config.build(BINARY, ["guide.family.rnak?=3"])
 
 
+def test_an_experiment_extends_another_table_by_table(tmp_path):
+    k5 = study.read("burda_iwae_k5")  # bundled: the Burda protocol of burda_vae, another estimator
+    vae = study.read("burda_vae")
+    assert (k5.name, k5.base["estimator"]) == ("burda_iwae_k5", {"name": "iwae", "k": 5})
+    assert all(k5.base[s] == vae.base[s] for s in ("data", "model", "guide", "train", "eval"))
+    assert k5.variants == vae.variants and k5.scales["smoke"] == vae.scales["smoke"]
+    (tmp_path / "base.toml").write_text('[train]\nlr = 0.1\nepochs = 3\n[study.scales]\nsmoke = ["a=1"]\n')
+    (tmp_path / "child.toml").write_text('extends = "base.toml"\n[train]\nepochs = 7\n')
+    merged = config.read_experiment(tmp_path / "child.toml")
+    assert merged == {"train": {"lr": 0.1, "epochs": 7}, "study": {"scales": {"smoke": ["a=1"]}}}
+    (tmp_path / "base.toml").write_text('extends = "child.toml"\n')
+    with pytest.raises(ConfigError, match="leads back to itself"):
+        config.read_experiment(tmp_path / "child.toml")
+    (tmp_path / "child.toml").write_text('extends = "no_such_protocol"\n')
+    with pytest.raises(ConfigError, match="No bundled experiment named 'no_such_protocol'"):
+        config.read_experiment(tmp_path / "child.toml")
+
+
 # ----------------------------------------------------------------------------- 0.1's flat keys
 
 
@@ -181,7 +200,8 @@ def test_a_plugin_file_registers_a_part_a_config_can_name(tmp_path):
 
 def test_keys_list_every_parameter_with_its_real_default_in_toml():
     rows = {key: (default, doc) for key, default, doc in config.keys()}
-    assert rows["model.top.hidden"][0] == "[100, 100]" and rows["model.decoder.hidden"][0] == "[256]"
+    mlp = {key: default for key, default, doc in config.keys() if "(network 'mlp')" in doc}
+    assert mlp["model.top.hidden"] == "[100, 100]" and mlp["model.decoder.hidden"] == "[256]"  # each place's own
     assert rows["data.download"][0] == "true" and rows["train.optimizer"][0] == '"adam"'
     assert "(prior 'beta')" in rows["model.prior.a"][1] and rows["eval.gradient_study.ks"][0] == "[1, 5, 50]"
     for e in registry.entries("likelihood"):  # every part's parameters, from the registry alone

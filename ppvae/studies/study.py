@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ppvae import plots, registry, runs, tables
 from ppvae.analyses import StudyRun
-from ppvae.config import Config, build, read_toml, resolve_experiment
+from ppvae.config import Config, build, read_experiment, resolve_experiment
 from ppvae.errors import ConfigError
 from ppvae.studies import run as one_run
 
@@ -71,7 +71,7 @@ class Planned:
 def read(name_or_path: str) -> Study | None:
     """The study in a bundled experiment or TOML file, or None for a single-run experiment."""
     path = resolve_experiment(name_or_path)
-    raw = read_toml(path)
+    raw = read_experiment(path)
     spec = raw.pop("study", None)
     if spec is None:
         return None
