@@ -52,11 +52,13 @@ def image_grid(images: np.ndarray, image_shape: Sequence[int], path: Path, *, ro
 
 
 def curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: Path, *, xlabel: str = "epoch",
-           ylabel: str = "nats per example", title: str = "") -> Path:
+           ylabel: str = "nats per example", title: str = "", log_y: bool = False) -> Path:
     """Line plot of named ``(x, y)`` series, e.g. train and test ELBO per epoch."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (xs, ys) in series.items():
         ax.plot(xs, ys, label=label)
+    if log_y:
+        ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -23,6 +23,7 @@ CONFIG = "config.json"
 EPOCHS = "metrics.jsonl"
 METRICS = "metrics.json"
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"  # the parameters at the best validation bound (runs with data.validation)
 REPORT = "report.md"
 STATUS = "STATUS"  # one line: running, interrupted, failed or trained, and how to continue
 

@@ -62,7 +62,14 @@ class BinarizedMNIST(DataSource):
     The test file is sorted by digit class (its first 1,000 images are zeros), so it is put in
     a fixed shuffled order (``TEST_ORDER_SEED``): then the first N points (``max_test``,
     ``eval.num_test``) are a fair sample, and the whole set gives the same numbers as before.
+    With ``validation`` (any value above 0) their validation file is the validation set and their
+    training file alone (50,000) the training set: Larochelle & Murray's 50,000 / 10,000 / 10,000.
     """
+
+    def validation_split(self, x: np.ndarray, y: np.ndarray | None) -> tuple:
+        """The official split: ``arrays`` put the validation file's 10,000 images after the training file's."""
+        n = ROWS["valid"]
+        return x[:-n], None, x[-n:], None
 
     def arrays(self) -> Arrays:
         folder = data_root(self.data_dir) / "binarized_mnist"

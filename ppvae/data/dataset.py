@@ -23,6 +23,8 @@ class Dataset:
     test_y: torch.Tensor | None = None
     binarize: str = "none"
     num_classes: int = 0
+    valid_x: torch.Tensor | None = None  # held out of training, for the validation bound and early stopping
+    valid_y: torch.Tensor | None = None
 
     @property
     def x_dim(self) -> int:
@@ -35,8 +37,8 @@ class Dataset:
 
     def to(self, device: torch.device | str) -> "Dataset":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return replace(self, train_x=move(self.train_x), test_x=move(self.test_x),
-                       train_y=move(self.train_y), test_y=move(self.test_y))
+        return replace(self, train_x=move(self.train_x), test_x=move(self.test_x), train_y=move(self.train_y),
+                       test_y=move(self.test_y), valid_x=move(self.valid_x), valid_y=move(self.valid_y))
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None,
                 shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -67,13 +69,16 @@ class DataSource:
                                                                     "split")] = 0.2,
                  max_train: Annotated[int, Param(">= 0", "use only the first N training points (0: all)")] = 0,
                  max_test: Annotated[int, Param(">= 0", "use only the first N test points (0: all)")] = 0,
+                 validation: Annotated[float, Param(">= 0", "points held out of the training set for the validation "
+                                                            "bound: a count (10000) or a share (0.1); 0: none. A set "
+                                                            "with its own validation file uses it")] = 0.0,
                  seed: Annotated[int, Param("in [0, 4294967295]", "seed of the split and of static "
                                                                    "binarization")] = 0,
                  data_dir: Annotated[str, Param(doc="folder holding the raw files; default $PPVAE_DATA or "
                                                     "~/.cache/ppvae")] = "",
                  download: Annotated[bool, Param(doc="try to download missing files (needs network)")] = True):
         self.binarize, self.test_fraction, self.seed = binarize, test_fraction, seed
-        self.max_train, self.max_test = max_train, max_test
+        self.max_train, self.max_test, self.validation = max_train, max_test, validation
         self.data_dir, self.download = data_dir, download
 
     def arrays(self) -> Arrays:
@@ -87,22 +92,37 @@ class DataSource:
         test, train = perm[:n_test], perm[n_test:]
         return x[train], x[test], (None if y is None else y[train]), (None if y is None else y[test])
 
+    def validation_split(self, x: np.ndarray, y: np.ndarray | None) -> tuple:
+        """(train_x, train_y, valid_x, valid_y): ``validation`` points drawn at random (seeded) from the training
+        set. A set with an official validation part overrides this to return it."""
+        n = int(round(self.validation * len(x))) if self.validation < 1 else int(self.validation)
+        if not 0 < n < len(x):
+            raise DataError(f"data.validation = {self.validation:g} holds out {n} of the {len(x)} training points; "
+                            "give a count below that, or a share in (0, 1).")
+        perm = np.random.default_rng([self.seed, 1]).permutation(len(x))
+        keep, held = np.sort(perm[n:]), np.sort(perm[:n])
+        return x[keep], None if y is None else y[keep], x[held], None if y is None else y[held]
+
     def load(self, name: str) -> Dataset:
         train_x, test_x, train_y, test_y, shape, num_classes = self.arrays()
+        valid_x = valid_y = None
+        if self.validation:
+            train_x, train_y, valid_x, valid_y = self.validation_split(train_x, train_y)
         tensor = lambda a, dtype: None if a is None else torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)  # noqa: E731
-        train_x, test_x = tensor(train_x, torch.float32), tensor(test_x, torch.float32)
-        train_y, test_y = tensor(train_y, torch.int64), tensor(test_y, torch.int64)
+        train_x, test_x, valid_x = (tensor(a, torch.float32) for a in (train_x, test_x, valid_x))
+        train_y, test_y, valid_y = (tensor(a, torch.int64) for a in (train_y, test_y, valid_y))
         if self.max_train:
             train_x, train_y = train_x[:self.max_train], None if train_y is None else train_y[:self.max_train]
         if self.max_test:
             test_x, test_y = test_x[:self.max_test], None if test_y is None else test_y[:self.max_test]
-        for part, x in (("training", train_x), ("test", test_x)):
-            if not torch.isfinite(x).all():
+        for part, x in (("training", train_x), ("test", test_x), ("validation", valid_x)):
+            if x is not None and not torch.isfinite(x).all():
                 raise DataError(f"The {part} images of {name!r} contain NaN or infinite values; clean the data first.")
         if self.binarize != "dynamic":
             train_x = _binarize(train_x, self.binarize, self.seed)
         test_x = _binarize(test_x, self.binarize, self.seed + 1)
-        return Dataset(name, train_x, test_x, shape, train_y, test_y, self.binarize, num_classes)
+        valid_x = None if valid_x is None else _binarize(valid_x, self.binarize, self.seed + 2)
+        return Dataset(name, train_x, test_x, shape, train_y, test_y, self.binarize, num_classes, valid_x, valid_y)
 
 
 def _binarize(x: torch.Tensor, how: str, seed: int) -> torch.Tensor:

@@ -32,9 +32,16 @@ def run_figures(model: Callable, guide: Callable, data: Dataset, run_dir: Path) 
                                 title="samples from the prior (means)"))
     hist = runs.read_jsonl(run_dir / runs.EPOCHS)
     epochs = [h["epoch"] for h in hist]
-    out.append(plots.curves({"train (objective)": (epochs, [-h["train_loss"] for h in hist]),
-                             "test ELBO": (epochs, [h["test_elbo"] for h in hist])},
-                            run_dir / "elbo.png", title="lower bound per example"))
+    series = {"train (objective)": (epochs, [-h["train_loss"] for h in hist]),
+              "test ELBO": (epochs, [h["test_elbo"] for h in hist])}
+    validated = [h for h in hist if h.get("valid_bound") is not None]
+    if validated:
+        series["validation bound"] = ([h["epoch"] for h in validated], [h["valid_bound"] for h in validated])
+    out.append(plots.curves(series, run_dir / "elbo.png", title="lower bound per example"))
+    rates = [h.get("lr") for h in hist]
+    if None not in rates and len(set(rates)) > 1:  # a schedule: the learning rate per epoch
+        out.append(plots.curves({"learning rate": (epochs, rates)}, run_dir / "lr.png", ylabel="learning rate",
+                                title="learning rate per epoch", log_y=True))
     if z.shape[-1] == 2:
         n = min(2000, data.test_x.shape[0])
         ty = None if data.test_y is None else data.test_y[:n]

@@ -7,9 +7,12 @@ step instead of about ten per parameter tensor (Adam's step for a 784-500-50 VAE
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
 from ppvae import registry
+from ppvae.registry import Param
 
 
 def fused(cls: type[torch.optim.Optimizer], params: list[torch.Tensor], **options) -> torch.optim.Optimizer:
@@ -21,9 +24,12 @@ def fused(cls: type[torch.optim.Optimizer], params: list[torch.Tensor], **option
 
 
 @registry.register("optimizer", "adam")
-def adam(params: list[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def adam(params: list[torch.Tensor], lr: float, weight_decay: float, *,
+         eps: Annotated[float, Param("> 0", "added to the denominator (Burda et al.: 1e-4)")] = 1e-8,
+         betas: Annotated[tuple[float, ...], Param("in [0, 1)", "decay rates of the first and second moments",
+                                                   length=(2, 2))] = (0.9, 0.999)) -> torch.optim.Optimizer:
     """Adam (fused where available)."""
-    return fused(torch.optim.Adam, params, lr=lr, weight_decay=weight_decay)
+    return fused(torch.optim.Adam, params, lr=lr, weight_decay=weight_decay, eps=eps, betas=betas)
 
 
 @registry.register("optimizer", "adagrad")

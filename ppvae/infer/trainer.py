@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import itertools
 import math
 import random
@@ -65,8 +66,14 @@ class TrainSettings(Section):
     lr: Annotated[float, Param("> 0", "learning rate (the schedule multiplies it)")] = 1e-3
     weight_decay: Annotated[float, Param(">= 0", "L2 penalty (the optimizer's weight_decay)")] = 0.0
     schedule: Annotated[Spec, Part("schedule")] = registry.spec("schedule", "constant", "train.schedule")
+    warmup_epochs: Annotated[int, Param(">= 0", "linear warm-up of the learning rate over this many epochs")] = 0
+    clip_grad_norm: Annotated[float, Param(">= 0", "clip the gradient's total norm to this (0: no clipping)")] = 0.0
     batch_size: Annotated[int, Param(">= 1")] = 100
-    epochs: Annotated[int, Param(">= 1")] = 10
+    epochs: Annotated[int, Param(">= 1", "epochs at most (early stopping may end sooner)")] = 10
+    validate_every: Annotated[int, Param(">= 1", "epochs between validation bounds (with data.validation)")] = 1
+    validation_k: Annotated[int, Param(">= 1", "importance samples of the validation bound (1: the ELBO)")] = 1
+    patience: Annotated[int, Param(">= 0", "early stopping: stop after this many validations without a better "
+                                           "bound (0: never)")] = 0
     seed: Annotated[int, Param("in [0, 4294967295]", "seed of initialization, shuffling and sampling")] = 0
     device: Annotated[str, Param(doc="auto: CUDA when present", choices=("auto", "cpu", "cuda"))] = "auto"
 
@@ -113,6 +120,18 @@ class EpochResult:
     beta: float
     lr: float
     seconds: float
+    valid_bound: float | None = None  # the validation bound, in the epochs that measure it
+    best: bool = False  # the best validation bound so far (its parameters are the run's best checkpoint)
+
+
+@dataclass
+class Validation:
+    """Early stopping's record: the best validation bound, its epoch, validations since, and whether to stop."""
+
+    best: float = -math.inf
+    best_epoch: int = 0
+    waited: int = 0
+    stopped: bool = False
 
 
 class Trainer:
@@ -137,6 +156,7 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.step = 0  # optimizer steps taken
         self.batch = 0  # batches done in the current epoch: non-zero only in a run stopped mid-epoch
+        self.validation = Validation()
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
         self.epoch_order = self.shuffle.get_state()  # shuffle state this epoch's order is drawn from
         self.epoch_loss = torch.zeros((), device=self.device)
@@ -174,14 +194,17 @@ class Trainer:
 
     @property
     def lr(self) -> float:
-        """The learning rate of the current epoch: ``train.lr`` times the schedule's factor."""
-        return self.cfg.lr * self.schedule.factor(self.epoch)
+        """The learning rate of the current epoch: ``train.lr`` times the schedule's factor and the warm-up."""
+        warmup = min(1.0, (self.epoch + 1) / self.cfg.warmup_epochs) if self.cfg.warmup_epochs else 1.0
+        return self.cfg.lr * self.schedule.factor(self.epoch) * warmup
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """One optimizer step; returns the batch's summed loss as a device tensor."""
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.estimator.backward(self.model, self.guide, x, y, scale=1.0 / x.shape[0])
         self._record_finite(loss)
+        if self.cfg.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.cfg.clip_grad_norm)
         self.optimizer.step()
         with torch.no_grad():
             self._hook("after_step", self.model, self.guide, x, y)
@@ -274,7 +297,8 @@ class Trainer:
         self._hook("on_epoch_end", self.epoch)
 
     def fit_epoch(self, data: Dataset, on_batch: Callable[[], None] | None = None) -> EpochResult:
-        """Train one epoch (see ``run_epoch``) and score the test set."""
+        """Train one epoch (see ``run_epoch``), score the test set and, in the epochs that validate, the
+        validation set (the schedule and early stopping read it)."""
         start, lr = time.perf_counter(), self.lr
         try:
             for _ in self.run_epoch(data):
@@ -282,9 +306,27 @@ class Trainer:
                     on_batch()
             train_loss = self.epoch_loss.item() / data.train_x.shape[0]
             elbo = test_elbo(self.model, self.guide, data)
+            valid = best = None
+            if data.valid_x is not None and self.epoch % self.cfg.validate_every == 0:
+                valid = validation_bound(self.model, self.guide, data, self.cfg.validation_k,
+                                         (self.cfg.seed, self.epoch))
+                best = self._observe(valid)
         finally:
             self.epoch_seconds += time.perf_counter() - start
-        return EpochResult(self.epoch, self.step, train_loss, elbo, self.estimator.beta, lr, self.epoch_seconds)
+        return EpochResult(self.epoch, self.step, train_loss, elbo, self.estimator.beta, lr, self.epoch_seconds,
+                           valid, bool(best))
+
+    def _observe(self, valid: float) -> bool:
+        """Record a validation bound for the schedule and early stopping; whether it is the best so far."""
+        self.schedule.observe(self.epoch, valid)
+        v = self.validation
+        best = valid > v.best
+        if best:
+            v.best, v.best_epoch, v.waited = valid, self.epoch, 0
+        else:
+            v.waited += 1
+        v.stopped = bool(self.cfg.patience) and v.waited >= self.cfg.patience
+        return best
 
     def extra_metrics(self) -> dict[str, float]:
         """Scalars the pair reports through an optional ``metrics()`` method (e.g. a learned sigma)."""
@@ -309,6 +351,8 @@ class Trainer:
             "epoch_seconds": self.epoch_seconds,
             "rng": get_rng_state(self.device),
             "modules": self._module_state(),
+            "validation": dataclasses.asdict(self.validation),
+            "schedule": self.schedule.state_dict(),
         }
 
     def _module_state(self) -> dict[str, dict]:
@@ -332,6 +376,26 @@ class Trainer:
         if missing:
             raise CheckpointError(f"The checkpoint lacks {', '.join(missing)}: it was not written by this version "
                                   "of ppvae. Start the run again.")
+        self.load_weights(state)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise CheckpointError(f"The checkpoint's optimizer state does not fit this run ({one_line(e)}).") from None
+        for group in self.optimizer.param_groups:
+            group["lr"], group["weight_decay"] = self.cfg.lr, self.cfg.weight_decay
+        self.epoch, self.step, self.batch = state["epoch"], state["step"], state["batch"]
+        self.shuffle.set_state(state["shuffle"])
+        self.epoch_order = state["shuffle"]
+        self.epoch_loss = state["epoch_loss"].to(self.device)
+        self.epoch_seconds = state["epoch_seconds"]
+        set_rng_state(state["rng"], self.device)
+        self.validation = Validation(**state.get("validation", {}))
+        if state.get("schedule"):
+            self.schedule.load_state_dict(state["schedule"])
+
+    def load_weights(self, state: dict) -> None:
+        """The parameters and module state (buffers, extra state) of a checkpoint, and nothing of its position:
+        what evaluating a run's best checkpoint needs."""
         mine, theirs = set(self.params), set(state["params"])
         if mine != theirs:
             raise CheckpointError(
@@ -342,21 +406,9 @@ class Trainer:
                 raise CheckpointError(
                     f"The checkpoint's parameter {name!r} has shape {list(value.shape)} but this pair's has "
                     f"{list(self.params[name].shape)}. The run's config or pair changed after it was saved.")
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise CheckpointError(f"The checkpoint's optimizer state does not fit this run ({one_line(e)}).") from None
-        for group in self.optimizer.param_groups:
-            group["lr"], group["weight_decay"] = self.cfg.lr, self.cfg.weight_decay
         with torch.no_grad():
             for name, value in state["params"].items():
                 self.params[name].copy_(value)
-        self.epoch, self.step, self.batch = state["epoch"], state["step"], state["batch"]
-        self.shuffle.set_state(state["shuffle"])
-        self.epoch_order = state["shuffle"]
-        self.epoch_loss = state["epoch_loss"].to(self.device)
-        self.epoch_seconds = state["epoch_seconds"]
-        set_rng_state(state["rng"], self.device)
         for key, part in (("model", self.model), ("guide", self.guide)):
             if key in state.get("modules", {}):
                 part.load_state_dict(state["modules"][key], strict=False)
@@ -400,5 +452,21 @@ def test_elbo(model: Callable, guide: Callable, data: Dataset, batch_size: int =
     return total.item() / data.test_x.shape[0]
 
 
-__all__ = ["TrainSettings", "Trainer", "EpochResult", "resolve_device", "seed_everything", "test_elbo",
-           "get_rng_state", "set_rng_state", "stop_on_signals"]
+@torch.no_grad()
+def validation_bound(model: Callable, guide: Callable, data: Dataset, k: int, seed: tuple[int, ...]) -> float:
+    """IWAE_k per validation point (k = 1: the ELBO), nats, in evaluation mode, from its own random stream
+    (``seed``), so measuring it changes nothing of training."""
+    x_all, y_all = data.valid_x, data.valid_y
+    rows = max(1, 2**21 // (k * max(1, x_all.shape[1])))  # model-output floats alive at once, as the evaluator
+    total = torch.zeros((), device=x_all.device)
+    devices = [x_all.device] if x_all.device.type == "cuda" else []
+    with eval_mode(model, guide), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(np.random.SeedSequence(list(seed)).generate_state(1, dtype=np.uint64)[0] >> 1))
+        for start in range(0, x_all.shape[0], rows):
+            y = None if y_all is None else y_all[start:start + rows]
+            total += iwae_bound(log_weights(model, guide, x_all[start:start + rows], y, k=k)).sum()
+    return total.item() / x_all.shape[0]
+
+
+__all__ = ["TrainSettings", "Trainer", "EpochResult", "Validation", "validation_bound", "resolve_device",
+           "seed_everything", "test_elbo", "get_rng_state", "set_rng_state", "stop_on_signals"]

@@ -125,15 +125,18 @@ def train(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer) -> float:
     start = time.perf_counter()
     try:
         with _progress(cfg.train.epochs * steps_per_epoch, trainer.step) as bar, stop_on_signals(trainer):
-            while trainer.epoch < cfg.train.epochs:
+            while trainer.epoch < cfg.train.epochs and not trainer.validation.stopped:
                 result = trainer.fit_epoch(data, on_batch=lambda: bar.update(1))
                 record = dataclasses.asdict(result) | trainer.extra_metrics()
+                if result.best:  # the best validation bound so far: these parameters are the run's best checkpoint
+                    runs.save_checkpoint(run_dir / runs.BEST, {"trainer": trainer.state_dict(), "config": to_dict(cfg)})
                 runs.append_jsonl(run_dir / runs.EPOCHS, record)
                 saved = save()
                 bar.set_postfix(loss=f"{result.train_loss:.2f}", test_elbo=f"{result.test_elbo:.2f}")
                 if bar.disable:
+                    valid = "" if result.valid_bound is None else f", validation bound {result.valid_bound:.3f}"
                     print(f"epoch {result.epoch}/{cfg.train.epochs}: train loss {result.train_loss:.3f}, "
-                          f"test ELBO {result.test_elbo:.3f}", file=sys.stderr)
+                          f"test ELBO {result.test_elbo:.3f}{valid}", file=sys.stderr)
                 trainer.raise_if_stopped()
     except Interrupted as e:
         save()
@@ -145,7 +148,10 @@ def train(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer) -> float:
                    f"fixing the cause continue from it with: {resume} (add e.g. train.lr=... to change the learning rate).")
         runs.write_status(run_dir, f"failed: {message}")
         raise TrainingError(message) from e
-    runs.write_status(run_dir, f"trained: {trainer.epoch} epochs, {trainer.step} steps.")
+    v = trainer.validation
+    early = (f" Stopped early: no better validation bound in the {v.waited} validations after epoch {v.best_epoch}."
+             if v.stopped else "")
+    runs.write_status(run_dir, f"trained: {trainer.epoch} epochs, {trainer.step} steps.{early}")
     return time.perf_counter() - start
 
 
@@ -194,6 +200,12 @@ def finish(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: d
     that was trained).
     """
     model, guide = trainer.model, trainer.guide
+    checkpoint = {"evaluated_checkpoint": "last"}
+    if cfg.eval.checkpoint == "best" and (run_dir / runs.BEST).is_file():
+        trainer.load_weights(runs.load_checkpoint(run_dir / runs.BEST)["trainer"])
+        v = trainer.validation
+        checkpoint = {"evaluated_checkpoint": f"best (epoch {v.best_epoch})", "best_epoch": v.best_epoch,
+                      "best_valid_bound": v.best, "stopped_early": v.stopped}
     n = cfg.eval.num_test or data.test_x.shape[0]
     y = None if data.test_y is None else data.test_y[:n]
     with eval_mode(model, guide):
@@ -214,7 +226,7 @@ def finish(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: d
             "binarization": cfg.data.binarize,
             "device": str(trainer.device),
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__},
-        } | trainer.extra_metrics() | (extra or {})
+        } | checkpoint | trainer.extra_metrics() | (extra or {})
         figs = run_figures(model, guide, data, run_dir)
     sections = []
     ctx = RunContext(run_dir, cfg.name or "run", data, model, guide, trainer.params, cfg.train.seed, cfg.data.seed, n,
