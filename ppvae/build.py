@@ -103,7 +103,15 @@ def _one_layer_pair(cfg: Config, data: Dataset, likelihood: nn.Module) -> Pair:
     model = VAEModel(prior, _decoder_with_input(prior, decoder), likelihood, num_classes=classes)
     family = g.family.create(m.latent_dim)
     encoder = make_network(g.encoder, data.x_dim + classes, family.outputs, data.image_shape)
-    return model, VAEGuide(encoder, family, num_classes=classes)
+    guide = VAEGuide(encoder, family, num_classes=classes)
+    _attach(prior, guide, data)
+    return model, guide
+
+
+def _attach(prior: nn.Module, guide: VAEGuide, data: Dataset) -> None:
+    """A prior built from the guide's posterior (``attach_guide``: the VampPrior) gets it once the guide exists."""
+    if hasattr(prior, "attach_guide"):
+        prior.attach_guide(guide.posterior, data.x_dim)
 
 
 def _two_layer_pair(cfg: Config, data: Dataset, likelihood: nn.Module) -> Pair:
@@ -130,6 +138,7 @@ def _bayesian_pair(cfg: Config, data: Dataset, likelihood: nn.Module) -> Pair:
     encoder = make_network(g.encoder, data.x_dim, family.outputs, data.image_shape)
     posterior = WeightPosterior(decoder.site_shapes(), weights.init_scale, decoder.link)
     guide = BayesianVAEGuide(encoder, family, posterior, n)
+    _attach(prior, guide, data)
     if weights.init:
         init_from_run(Path(weights.init), model, guide)
     return model, guide

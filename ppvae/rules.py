@@ -61,6 +61,9 @@ def _structure(cfg: Any, data: Any) -> None:
     """What the three bundled pair structures (one layer, two layers, Bayesian decoder) can build."""
     m, g = cfg.model, cfg.guide
     flat = m.decoder.traits["flat_input"] and g.encoder.traits["flat_input"]
+    if m.prior.traits["needs_guide"] and (m.conditional or m.top_latent_dim):
+        raise ConfigError(f"model.prior = {m.prior.name!r} is built from the guide's q(z | x) at learned inputs, "
+                          "without labels and for the one layer z: it needs conditional = false and top_latent_dim = 0.")
     if m.conditional:
         labels = _known(cfg.data.traits["labels"], None if data is None else data.train_y is not None)
         if labels is False:

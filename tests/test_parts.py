@@ -49,7 +49,7 @@ def overrides(kind: str, name: str) -> list[str]:
     if kind == "likelihood":
         return [f"model.likelihood={name}"] + ([] if e.traits["binary_data"] else ["data.binarize=none"])
     if kind == "network":
-        return [f"model.decoder.name={name}", f"guide.encoder.name={name}"]
+        return [f"model.decoder={name}", f"guide.encoder={name}"]  # the part alone: its own defaults
     raise ValueError(kind)
 
 

@@ -5,7 +5,9 @@ Constants are buffers and learned quantities parameters, so a prior follows the 
 device and a learned prior trains with the decoder (the model registers it with
 ``pyro.module``). A prior whose latent values are not what the decoder should read has a
 ``decoder_input`` module that the pair builder puts in front of the decoder; its ``support``
-trait names the space of z (``real`` or ``unit_interval``), which the guide family must share.
+trait names the space of z (``real`` or ``unit_interval``), which the guide family must share. A
+prior built from the guide's posterior (``needs_guide``, the VampPrior) has ``attach_guide(posterior,
+x_dim)``, which the builder calls once the guide exists.
 """
 
 from ppvae import registry

@@ -30,11 +30,11 @@ class ZeroOneMixture(nn.Module):
 
 @registry.register("prior", "mixture")
 class GaussianMixture(nn.Module):
-    """Learned p(z) = sum_k pi_k N(mu_k, diag(sigma_k^2)), trained with the decoder (no pseudo-inputs).
+    """Learned p(z) = sum_k pi_k N(mu_k, diag(sigma_k^2)), trained with the decoder.
 
-    A learned mixture rather than a VampPrior (Tomczak & Welling 2018): the VampPrior's
-    components are q(z | u_k) for learned pseudo-inputs u_k, which would make the model call
-    the guide's encoder, and here model and guide are separate, swappable parts.
+    Its components are free Gaussians in z, independent of the guide. The VampPrior (``vamp``)
+    is the other learned mixture: its components are the guide's q(z | u_k) at learned
+    pseudo-inputs u_k, so it ties the prior to the encoder.
     """
 
     def __init__(self, latent_dim: int, *,
