@@ -86,6 +86,9 @@ def test_two_layer_config_is_checked():
 
     with pytest.raises(ConfigError, match="two stochastic layers"):
         config.load("quickstart", ["model.top_latent_dim=2", "guide.family=delta"])
+    with pytest.raises(ConfigError, match="'dreg' is biased with two stochastic layers"):  # Bauer & Mnih 2021
+        config.load("quickstart", ["model.top_latent_dim=2", "estimator.name=iwae", "estimator.gradient=dreg"])
+    config.load("quickstart", ["model.top_latent_dim=2", "estimator.name=iwae", "estimator.gradient=standard"])
 
 
 def test_linear_noise_schedule_falls_each_epoch_and_is_checkpointed():

@@ -55,6 +55,9 @@ def test_gradient_study_smoke_scale(tmp_path, one_thread):
     # ... while DReG's stays far higher and falls much less, if at all (Tucker et al. 2018)
     assert snr["iwae-dreg", 50] > 3 * snr["iwae-standard", 50], snr
     assert snr["iwae-dreg", 50] / snr["iwae-dreg", 1] > snr["iwae-standard", 50] / snr["iwae-standard", 1], snr
+    biased = {(r["estimator"], int(r["k"])) for r in rows if r["biased"] == "True"}
+    assert biased == {("iwae-stl", 5), ("iwae-stl", 50)}  # STL is unbiased at k = 1 only (Tucker et al. 2019)
+    assert "biased" in (run_dir / "gradient_variance.md").read_text()
     decoder = {(r["estimator"], int(r["k"])): float(r["decoder_snr"]) for r in rows}
     assert decoder["iwae-standard", 50] > decoder["iwae-standard", 1]
     assert (run_dir / "gradient_variance.png").stat().st_size > 0

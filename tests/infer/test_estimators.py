@@ -1,6 +1,7 @@
 """Every estimator against the exact log p(x) of a linear-Gaussian model."""
 
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -175,3 +176,23 @@ def test_iwae_gradient_estimators_agree_on_decoder_and_stl_dreg_reduce_encoder_v
     enc_mean = {g: e.mean(0) for g, (_, e) in grads.items()}
     enc_se = grads["standard"][1].std(0) / math.sqrt(len(seeds))
     assert ((enc_mean["dreg"] - enc_mean["standard"]).abs() <= 4 * enc_se + 1e-6).all()
+
+
+def test_stl_is_unbiased_at_one_sample_and_biased_above_and_says_so():
+    """Tucker et al. (2019): the term STL drops from the IWAE gradient vanishes in expectation only at k = 1.
+    On the oracle, STL's mean encoder gradient against the standard one's, in standard errors of the difference."""
+    model, p, x = problem(n=32)
+    guide = amortized_guide(p, scale_factor=0.9, loc_noise=0.05)
+    seeds = range(300)
+    z = {}
+    for k in (1, 10):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            est = make_estimator(dict(name="iwae", k=k, gradient="stl"))
+        assert any("biased" in str(w.message) for w in caught) == (k > 1)
+        assert ("biased_gradient" in est.notes) == (k > 1)
+        _, standard = _gradients(model, guide, x, dict(name="iwae", k=k), seeds)
+        _, stl = _gradients(model, guide, x, dict(name="iwae", k=k, gradient="stl"), seeds)
+        se = ((standard.var(0) + stl.var(0)) / len(seeds)).sqrt()
+        z[k] = ((stl.mean(0) - standard.mean(0)).abs() / (se + 1e-12)).max().item()
+    assert z[1] < 5 and z[10] > 10, z

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Annotated
 
 import pyro
@@ -16,6 +17,15 @@ from ppvae.infer.importance import log_weights
 from ppvae.registry import Param
 
 
+STL_BIAS = ("gradient = 'stl' with k > 1 is biased for the IWAE bound (Tucker et al. 2019: the score term it "
+            "drops does not vanish for k > 1); use gradient = 'dreg', unbiased and as low in variance.")
+
+
+def biased_gradient(gradient: str, k: int) -> bool:
+    """Whether an IWAE gradient estimator is biased at k samples: STL for k > 1."""
+    return gradient == "stl" and k > 1
+
+
 @registry.register("estimator", "iwae")
 class IWAEEstimator(Estimator):
     """ppvae's importance-weighted bound with k samples per data point (Burda et al. 2015).
@@ -26,7 +36,9 @@ class IWAEEstimator(Estimator):
     q (guide parameters detached inside log q; Roeder et al. 2017); ``dreg`` additionally
     weights the encoder's path gradient by the squared normalized weights (Tucker et al.
     2018), implemented as a gradient hook on the reparameterized samples. DReG assumes
-    each guide latent is not an input to another guide site (one stochastic layer).
+    each guide latent is not an input to another guide site (one stochastic layer; the config
+    rules refuse it with two). STL is unbiased only at k = 1: for k > 1 the term it drops does
+    not vanish (Tucker et al. 2019), so it warns and says so in ``metrics.json``.
     """
 
     name = "iwae"
@@ -38,6 +50,9 @@ class IWAEEstimator(Estimator):
                  **kl_weight):
         super().__init__(**kl_weight)
         self.k, self.gradient = k, gradient
+        if biased_gradient(gradient, k):
+            self.notes["biased_gradient"] = STL_BIAS
+            warnings.warn(f"iwae: {STL_BIAS}", stacklevel=2)
         self._nesting: dict[tuple[int, int], int] = {}
 
     def _nesting_of(self, model, guide, x, y) -> int:
