@@ -3,7 +3,7 @@ decoder weights, the default of the ``weights`` kind."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import pyro
 import pyro.distributions as dist
@@ -57,6 +57,21 @@ class VAEModel(FastPath, nn.Module):
         if update is not None:
             z = poutine.trace(guide).get_trace(x, y).nodes[LATENT]["value"]
             update(self.decoder(with_labels(z, y, self.num_classes)), x)
+
+    def before_evaluation(self, model: nn.Module, guide: Callable,
+                          batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+        """Trainer hook: a likelihood with a closed-form fit (``fit``) gets the decoder outputs for z drawn
+        from the guide over the training ``batches``, so evaluation uses the whole set's optimum."""
+        fit = getattr(self.likelihood, "fit", None)
+        if fit is None:
+            return
+
+        def outputs():
+            for x, y in batches:
+                z = poutine.trace(guide).get_trace(x, y).nodes[LATENT]["value"]
+                yield self.decoder(with_labels(z, y, self.num_classes)), x
+
+        fit(outputs())
 
     def on_epoch_end(self, epoch: int) -> None:
         """Trainer hook, passed on to the likelihood (e.g. a staged schedule)."""

@@ -117,10 +117,14 @@ def test_evaluation_runs_in_eval_mode_so_a_denoising_guide_sees_clean_inputs(tmp
     metrics = json.loads((experiment.run(cfg, out=tmp_path) / "metrics.json").read_text())
     _, data, trainer, _ = experiment.load_run(next(tmp_path.iterdir()))
     model, guide = trainer.model, trainer.guide
-    assert guide.training  # training mode outside evaluation
+    assert guide.training  # training mode outside evaluation; the evaluator switches to eval mode itself
+    direct = evaluate_detailed(model, guide, data.test_x, data.test_y, k=10, seed=metrics["eval_seed"])
+    assert direct.metrics["test_ll"] == pytest.approx(metrics["test_ll"], abs=1e-6) and guide.training
     with eval_mode(model, guide):
         clean = evaluate_detailed(model, guide, data.test_x, data.test_y, k=10, seed=metrics["eval_seed"])
-    assert clean.metrics["test_ll"] == pytest.approx(metrics["test_ll"], abs=1e-6)
-    # in training mode q(z|x~) is random: draws of one q would be weighted by another, so evaluation refuses
+    assert clean.metrics["test_ll"] == direct.metrics["test_ll"]
+    # a guide the evaluator cannot switch (a plain function around the training-mode module) corrupts its
+    # inputs at random: draws of one q would be weighted by another, so evaluation refuses
     with pytest.raises(EstimatorError, match="differs between two runs"):
-        evaluate_detailed(model, guide, data.test_x, data.test_y, k=10, seed=metrics["eval_seed"])
+        evaluate_detailed(model, lambda x, y=None: guide(x, y), data.test_x, data.test_y, k=10,
+                          seed=metrics["eval_seed"])

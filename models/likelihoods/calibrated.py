@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from typing import Annotated
 
 import pyro.distributions as dist
@@ -35,7 +36,8 @@ class GaussianOptimal(nn.Module):
 
     Training alternates: after every network step the trainer calls ``after_step``, which sets
     sigma to its exact optimum (:func:`optimal_sigma`) for the batch just used, with z drawn
-    from the guide; the next network step uses that sigma. Evaluation uses the last value.
+    from the guide; the next network step uses that sigma. Before evaluation :meth:`fit` sets it
+    to the optimum over the whole training set (one pass), not the last batch's.
     sigma never drops below ``floor`` (default 1e-3, the quantization noise of 8-bit images,
     (1/255)/sqrt(12) = 1.1e-3, so it binds only for a degenerate fit).
     """
@@ -56,6 +58,14 @@ class GaussianOptimal(nn.Module):
     def after_step(self, out: torch.Tensor, x: torch.Tensor) -> None:
         """The closed-form sigma update for decoder outputs ``out`` of the batch ``x``."""
         self.sigma.copy_(optimal_sigma(self.mean(out), x, self.floor))
+
+    def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """sigma^2 = the mean squared error over every (decoder output, data) batch: the training set's optimum."""
+        total, count = 0.0, 0
+        for out, x in batches:
+            total += float((x - self.mean(out)).pow(2).sum())
+            count += x.numel()
+        self.sigma.fill_(max(math.sqrt(total / count), self.floor))
 
 
 @registry.register("likelihood", "gaussian_perpixel", closed_form_update=True)
@@ -110,6 +120,11 @@ class GaussianPerPixel(GaussianOptimal):
             super().after_step(out, x)
             self._epoch_sq_error += self.sigma ** 2
             self._epoch_batches += 1
+
+    def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Stage one's global sigma fitted to the training set; in stage two it is the head's lower bound: kept."""
+        if self.stage == 1:
+            super().fit(batches)
 
     def on_epoch_end(self, epoch: int) -> None:
         """Stage one's convergence test; switch the head on when it passes."""

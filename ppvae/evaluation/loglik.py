@@ -42,6 +42,7 @@ from ppvae.evaluation.memory import retry_on_oom, reuse_freed_memory
 from ppvae.infer.fast import direct_log_weights, direct_pair, direct_posterior
 from ppvae.infer.generic import LogWeights, max_plate_nesting
 from ppvae.infer.importance import log_weights
+from ppvae.nn import eval_mode
 from ppvae.sites import DATA_PLATE, LATENT, PARTICLE_PLATE, decode_mean, is_latent, posterior_means
 from ppvae.sites import rows as _rows
 
@@ -190,8 +191,16 @@ def row_blocks(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tenso
     """Log-weights of k samples per data point, one row block at a time (see the module docstring).
 
     On a CUDA out-of-memory error a chunk is retried with half the samples; the draws are
-    tied to tiles, not chunks, so the numbers stay the same.
+    tied to tiles, not chunks, so the numbers stay the same. The pair is in evaluation mode
+    throughout (batch norm on its running statistics, so q(z|x) does not depend on the tile it is
+    encoded in), and back in its own mode after.
     """
+    with eval_mode(model, guide):
+        yield from _row_blocks(model, guide, x, y, k=k, chunk_size=chunk_size, chunk_points=chunk_points, seed=seed)
+
+
+def _row_blocks(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None, *,
+                k: int, chunk_size: int, chunk_points: int, seed: int | None) -> Iterator[RowBlock]:
     seed = _default_seed() if seed is None else seed
     n = x.shape[0]
     nesting = max_plate_nesting(model, guide, x[:1], _rows(y, slice(0, 1)))
@@ -240,8 +249,8 @@ def _check_guide_is_a_function(guide: Callable, x: torch.Tensor, y: torch.Tensor
                 raise EstimatorError(
                     f"The guide's q({name} | x) differs between two runs on the same inputs (log q moved by up to "
                     f"{(a - b).abs().max().item():.3g}), e.g. from random input corruption or dropout. Evaluation "
-                    "scores each draw by running the guide again, so it needs q to be a function of x: evaluate inside "
-                    "ppvae.nn.eval_mode(model, guide), as ppvae run / ppvae eval do.")
+                    "scores each draw by running the guide again, so it needs q to be a function of x in evaluation mode "
+                    "(which the evaluator sets itself): make the guide's randomness depend on self.training.")
 
 
 @torch.no_grad()
@@ -345,7 +354,8 @@ def evaluate_detailed(model: Callable, guide: Callable, x: torch.Tensor, y: torc
                      "and k-hat and ESS are undefined.")
     elif k < diagnostics.KHAT_MIN_SAMPLES:
         notes.append(f"k-hat needs at least {diagnostics.KHAT_MIN_SAMPLES} importance samples (eval.k = {k}).")
-    z_mean, mse = _posterior_means(model, guide, x, y)
+    with eval_mode(model, guide):  # as row_blocks: q(z|x) of each point alone, batch norm untouched
+        z_mean, mse = _posterior_means(model, guide, x, y)
     metrics = _summarize(columns, z_mean, mse)
     metrics |= {"eval_k": k, "eval_points": n, "eval_seed": seed, "eval_seconds": time.perf_counter() - start}
     if notes:

@@ -211,6 +211,15 @@ class Trainer:
         self.step += 1
         return loss
 
+    @torch.no_grad()
+    def before_evaluation(self, data: Dataset) -> None:
+        """The pair's ``before_evaluation`` hooks over the training set (e.g. a closed-form sigma fitted to
+        all of it), from a random stream of their own (``train.seed``): the same parameters evaluate the same."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.cfg.seed)
+            self._hook("before_evaluation", self.model, self.guide, data.batches(1000, shuffle=False))
+
     def _hook(self, name: str, *args) -> None:
         """Call the optional training hook ``name`` of the model and of the guide."""
         for part in (self.model, self.guide):

@@ -209,6 +209,7 @@ def finish(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: d
     n = cfg.eval.num_test or data.test_x.shape[0]
     y = None if data.test_y is None else data.test_y[:n]
     with eval_mode(model, guide):
+        trainer.before_evaluation(data)
         pyro.set_rng_seed(cfg.train.seed + 1)
         keep = n * cfg.eval.k * 2 <= cfg.eval.log_weights_mb * 2**20  # float16
         result = evaluate_detailed(model, guide, data.test_x[:n], y, k=cfg.eval.k, chunk_size=cfg.eval.chunk_size,

@@ -181,3 +181,21 @@ def test_out_of_gpu_memory_retries_smaller_chunks_with_the_same_numbers(lg, monk
 
     monkeypatch.setattr(module, "log_weights", small_chunks_only)
     torch.testing.assert_close(log_likelihood(model, guide, x, k=200, seed=2)["ll"], expected, atol=1e-10, rtol=0)
+
+
+def test_a_direct_call_on_a_batch_norm_pair_in_training_mode_is_safe():
+    """Batch norm in training mode would make q(z|x) depend on the rows encoded with x; the evaluator sets
+    eval mode itself, so row blocks of any size give the same numbers and the running statistics stay put."""
+    from ppvae import config
+    from ppvae.build import build_pair
+    from ppvae.data import load_dataset
+
+    cfg = config.load("quickstart", ["model.decoder=cnn", "guide.encoder=cnn", "model.latent_dim=3"])
+    data = load_dataset(cfg.data)
+    model, guide = build_pair(cfg, data)
+    x = torch.bernoulli(data.test_x[:40], generator=torch.Generator().manual_seed(0))
+    stats = {n: b.clone() for n, b in guide.named_buffers()}
+    small = evaluate_detailed(model, guide, x, k=8, seed=3, chunk_points=8).metrics["test_ll"]
+    large = evaluate_detailed(model, guide, x, k=8, seed=3, chunk_points=40).metrics["test_ll"]
+    assert small == pytest.approx(large, abs=1e-9) and guide.training and model.training
+    assert all(torch.equal(b, stats[n]) for n, b in guide.named_buffers())

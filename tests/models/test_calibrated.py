@@ -8,7 +8,7 @@ from ppvae.models.likelihoods.calibrated import GaussianPerPixel, optimal_sigma
 
 from ppvae import runs
 from ppvae.config import load
-from ppvae.studies.run import prepare, run
+from ppvae.studies.run import load_run, prepare, run
 
 TINY = ["data.binarize=none", "data.max_train=200", "data.max_test=50", "train.batch_size=50", "model.latent_dim=2",
         "model.decoder.hidden=[16]", "guide.encoder.hidden=[16]", "eval.k=5"]
@@ -56,6 +56,20 @@ def test_trainer_sets_sigma_to_the_batch_optimum_after_each_step():
         recon = model.decoder(guide.posterior(x).mean)
     assert model.likelihood.sigma.item() == pytest.approx(optimal_sigma(recon, x, 1e-3).item(), rel=1e-5)
     assert trainer.extra_metrics()["likelihood_sigma"] == pytest.approx(model.likelihood.sigma.item())
+
+
+def test_evaluation_uses_the_training_sets_optimal_sigma_not_the_last_batchs(tmp_path):
+    """200 training points in batches of 64: the last batch holds 8, and its sigma is not the set's."""
+    cfg = load("quickstart", TINY + ["model.likelihood=gaussian_optimal", "guide.family=delta", "train.epochs=2",
+                                     "train.batch_size=64"])
+    run_dir = run(cfg, out=tmp_path)
+    last_batch = runs.load_checkpoint(run_dir / runs.CHECKPOINT)["trainer"]["modules"]["model"]["likelihood.sigma"]
+    _, data, trainer, _ = load_run(run_dir)
+    with torch.no_grad():  # a point-mass guide: z = encoder(x) exactly, so the set's optimum is known
+        recon = trainer.model.decoder(trainer.guide.posterior(data.train_x).mean)
+    whole = optimal_sigma(recon, data.train_x, 1e-3).item()
+    evaluated = runs.read_json(run_dir / runs.METRICS)["likelihood_sigma"]
+    assert evaluated == pytest.approx(whole, rel=1e-5) and abs(last_batch.item() - whole) > 1e-4
 
 
 def test_per_pixel_sigma_never_falls_below_the_stage_one_sigma():
