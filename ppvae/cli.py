@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ppvae import config
@@ -34,15 +36,18 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from ppvae import runs
     from ppvae.studies import run as experiment
 
-    overrides = [*args.overrides, *([f"eval.k={args.k}"] if args.k else [])]
+    overrides = [*args.overrides, *([f"eval.k={args.k}"] if args.k is not None else [])]
     other = [o for o in overrides if not o.startswith("eval.")]
     if other:
         raise PPVAEError(f"ppvae eval changes eval.* settings only, not {', '.join(other)}; "
                          "use 'ppvae run --resume RUN_DIR' to change training.")
-    cfg, data, trainer, _ = experiment.load_run(Path(args.run_dir), overrides)
-    metrics = experiment.finish(cfg, Path(args.run_dir), data, trainer)
+    run_dir = Path(args.run_dir)
+    with runs.owned(run_dir) if (run_dir / runs.CONFIG).is_file() else contextlib.nullcontext():
+        cfg, data, trainer, _ = experiment.load_run(run_dir, overrides)
+        metrics = experiment.finish(cfg, run_dir, data, trainer)
     for key in ("test_ll", "test_ll_se", "test_elbo", "test_recon_loglik", "test_kl", "test_recon_mse",
                 "active_units", "khat_share_above_0_7", "khat_share_above_1", "ess_median", "ess_p05"):
         value = metrics.get(key)
@@ -106,6 +111,17 @@ def cmd_list(args: argparse.Namespace) -> None:
     print("config keys, defaults and the parameters of every part: ppvae list --keys")
 
 
+def count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum`` (argparse turns the ValueError into a usage error)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise ValueError(text)
+        return value
+    parse.__name__ = f"integer >= {minimum}"  # what argparse's message calls the type
+    return parse
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ppvae", description="Variational autoencoders as Pyro model/guide pairs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -122,7 +138,7 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="re-evaluate a run folder (metrics.json, figures, report.md)")
     e.add_argument("run_dir")
     e.add_argument("overrides", nargs="*", help="eval.* overrides such as eval.num_test=1000 eval.gradient_study=true")
-    e.add_argument("--k", type=int, default=0, help="importance samples (default: the run's eval.k)")
+    e.add_argument("--k", type=count(1), help="importance samples (default: the run's eval.k)")
     e.set_defaults(func=cmd_eval)
     c = sub.add_parser("compare", help="table, ArviZ diagnostics (seeds as chains) and figures across run folders")
     c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, or folders of run folders (studies)")
@@ -132,17 +148,18 @@ def parser() -> argparse.ArgumentParser:
     sa.add_argument("run_dir")
     sa.add_argument("--from", dest="source", choices=("prior", "aggregate"), default="prior",
                     help="prior p(z), or a Gaussian mixture fit to the training set's posterior means (default prior)")
-    sa.add_argument("--n", type=int, default=64, help="images in the grid (default 64)")
-    sa.add_argument("--components", type=int, default=32, help="mixture components for --from aggregate (default 32)")
+    sa.add_argument("--n", type=count(1), default=64, help="images in the grid (default 64)")
+    sa.add_argument("--components", type=count(1), default=32,
+                    help="mixture components for --from aggregate (default 32)")
     sa.add_argument("--seed", type=int, default=0)
-    sa.add_argument("--quality", type=int, default=0, metavar="N",
+    sa.add_argument("--quality", type=count(0), default=0, metavar="N",
                     help="also the Frechet distance of N samples to N test images (classifier features)")
     sa.set_defaults(func=cmd_sample)
     b = sub.add_parser("bench", help="time ppvae's trainer and evaluator against hand-written PyTorch")
     b.add_argument("--quick", action="store_true", help="every case, briefly (about a minute; rough numbers)")
     b.add_argument("--out", default="bench",
                    help="output folder for bench.json, bench.md and bench_scaling.png (default ./bench)")
-    b.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default)")
+    b.add_argument("--threads", type=count(0), default=0, help="torch threads (default: torch's default)")
     b.add_argument("--data", choices=("synthetic", "mnist"), default="synthetic",
                    help="synthetic binary 784-pixel images (default), or statically binarized MNIST")
     b.add_argument("--data-dir", default="", help="folder holding MNIST/raw (with --data mnist)")

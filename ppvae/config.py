@@ -235,6 +235,9 @@ def bundled_experiments() -> dict[str, Path]:
 def resolve_experiment(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
+        if path.is_dir():
+            raise ConfigError(f"{str(path)!r} is a folder, not a config file; give the path of a .toml file "
+                              "(a run folder is continued with 'ppvae run --resume' and evaluated with 'ppvae eval').")
         if not path.is_file():
             raise ConfigError(f"Config file {str(path)!r} does not exist.")
         return path

@@ -24,6 +24,9 @@ def check(cfg: Any, data: Any = None) -> None:
         _structure(cfg, data)
     for name, analysis in cfg.eval.analyses.items():
         _analysis(cfg, name, analysis.traits, bundled, data)
+    if data is not None and cfg.eval.num_test > data.test_x.shape[0]:
+        raise DataError(f"eval.num_test = {cfg.eval.num_test} is more than the {data.test_x.shape[0]} test points of "
+                        f"{cfg.data.name!r}; give at most {data.test_x.shape[0]} (0: all of them).")
 
 
 def _known(trait: bool | None, loaded: bool | None) -> bool | None:

@@ -6,12 +6,15 @@ so a crash mid-write leaves the previous version intact.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"  # the parameters at the best validation bound (runs with data.validation)
 REPORT = "report.md"
 STATUS = "STATUS"  # one line: running, interrupted, failed or trained, and how to continue
+LOCK = ".lock"  # held by the one process working in the run folder; holds its PID
 
 
 def new_run_dir(parent: Path | str, name: str) -> Path:
@@ -41,6 +45,28 @@ def new_run_dir(parent: Path | str, name: str) -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"Could not create a new run folder under {parent}.")
+
+
+@contextlib.contextmanager
+def owned(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for this process: an OS lock on ``.lock``, released when the process ends
+    however it ends, so a crashed run never leaves its folder locked. A second process (a second
+    ``--resume``, an ``eval`` during training) is refused at once, with the PID of the holder."""
+    fd = os.open(Path(run_dir) / LOCK, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise CheckpointError(f"{run_dir} is in use by process {holder}, which is training or evaluating it; wait "
+                              f"for it to finish, or stop it (kill {holder}) and run the command again.") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -101,8 +127,21 @@ def write_status(run_dir: Path, text: str) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file ([] when it does not exist); a damaged line is a clear error."""
     path = Path(path)
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    if not path.exists():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"Line {number} of {path} is damaged ({e.msg}); delete that line and the lines "
+                                  "after it (the checkpoint holds the training state), then run the command "
+                                  "again.") from None
+    return records
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

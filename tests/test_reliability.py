@@ -3,6 +3,7 @@ stops with its last good checkpoint intact; a damaged checkpoint is reported, no
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -168,6 +169,57 @@ def test_resume_refuses_changes_the_checkpoint_cannot_follow(capsys, tmp_path, f
     assert_clear_error(code, capsys.readouterr().err, "cannot change model.latent_dim", "train.lr")
     code = main(["run", "--resume", str(tmp_path)])
     assert_clear_error(code, capsys.readouterr().err, "is not a run folder")
+
+
+def test_resume_refuses_fewer_epochs_than_trained_and_leaves_the_config_alone(capsys, tmp_path, finished_run):
+    before = (finished_run / runs.CONFIG).read_text()
+    code = main(["run", "--resume", str(finished_run), "train.epochs=0"])
+    assert code == 2  # the config's own check: at least 1
+    (finished_run / runs.CONFIG).write_text(before.replace('"epochs": 1', '"epochs": 3'))
+    assert main(["run", "--resume", str(finished_run), "train.epochs=2"]) == 0  # two epochs trained now
+    trained = (finished_run / runs.CONFIG).read_text()
+    capsys.readouterr()
+    code = main(["run", "--resume", str(finished_run), "train.epochs=1"])
+    err = capsys.readouterr().err
+    assert_clear_error(code, err, "train.epochs = 1 is fewer than the 2 epochs", "ppvae eval")
+    assert (finished_run / runs.CONFIG).read_text() == trained
+
+
+def test_a_damaged_metrics_file_is_named_before_the_config_changes(capsys, finished_run):
+    (finished_run / runs.EPOCHS).write_text('{"epoch": 1, "train_loss": 3.0}\n{"epoch": 2, "trai')
+    before = (finished_run / runs.CONFIG).read_text()
+    code = main(["run", "--resume", str(finished_run), "train.epochs=3"])
+    assert_clear_error(code, capsys.readouterr().err, "Line 2 of", "is damaged", "delete that line")
+    assert (finished_run / runs.CONFIG).read_text() == before
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["sample", "RUN", "--n", "0"], "argument --n: invalid integer >= 1 value: '0'"),
+    (["sample", "RUN", "--components", "0"], "argument --components: invalid integer >= 1 value"),
+    (["eval", "RUN", "--k", "0"], "argument --k: invalid integer >= 1 value"),
+    (["sample", "RUN", "--from", "aggregate", "--components", "5000"],
+     "A 5000-component mixture cannot be fitted to 64 latent codes"),
+    (["run", "RUN"], "is a folder, not a config file"),
+    (["run", "quickstart", "data.max_test=32", "eval.num_test=33"], "eval.num_test = 33 is more than the 32 test points"),
+])
+def test_bad_command_line_values_are_one_line_errors(capsys, finished_run, argv, fragment):
+    argv = [str(finished_run) if a == "RUN" else a for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err and "Traceback" not in err, err
+
+
+def test_a_run_folder_belongs_to_one_process_at_a_time(capsys, finished_run):
+    with runs.owned(finished_run):  # another holder: flock locks belong to an open file, so this conflicts
+        for argv in (["run", "--resume", str(finished_run), "train.epochs=2"], ["eval", str(finished_run)]):
+            code = main(argv)
+            assert_clear_error(code, capsys.readouterr().err, f"is in use by process {os.getpid()}", "kill")
+        assert runs.read_jsonl(finished_run / runs.EPOCHS)[-1]["epoch"] == 1  # nothing ran
+    assert main(["run", "--resume", str(finished_run), "train.epochs=2"]) == 0  # released: it runs
+    assert "pid" not in (finished_run / runs.STATUS).read_text()  # trained, no longer "running (pid N)"
 
 
 # ----------------------------------------------------------------------------- divergence

@@ -24,6 +24,7 @@ from sklearn.mixture import GaussianMixture
 
 from ppvae import plots
 from ppvae.data import Dataset
+from ppvae.errors import DataError
 from ppvae.sites import LATENT, OBSERVED, model_site, posterior_mean, prior_draws
 
 DEFAULT_COMPONENTS = 32
@@ -36,7 +37,10 @@ def fit_aggregate(z: torch.Tensor, components: int = DEFAULT_COMPONENTS, seed: i
     The Cholesky factors are taken in float64 (posterior means of inactive units have tiny
     variance, which float32 factorization can reject) and the mixture lives on ``z``'s device.
     """
-    gmm = GaussianMixture(n_components=min(components, z.shape[0]), covariance_type="full", random_state=seed)
+    if components > z.shape[0]:
+        raise DataError(f"A {components}-component mixture cannot be fitted to {z.shape[0]} latent codes; use at "
+                        f"most {z.shape[0]} components.")
+    gmm = GaussianMixture(n_components=components, covariance_type="full", random_state=seed)
     gmm.fit(z.detach().cpu().double().numpy())
     as_tensor = lambda a: torch.as_tensor(a, dtype=z.dtype, device=z.device)  # noqa: E731
     return dist.MixtureSameFamily(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import platform
 import sys
 import time
@@ -96,6 +98,10 @@ def load_run(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[Config, Data
     state = runs.load_checkpoint(run_dir / runs.CHECKPOINT)
     data, trainer = prepare(cfg)
     trainer.load_state_dict(state["trainer"])
+    if cfg.train.epochs < trainer.epoch:
+        raise ConfigError(f"train.epochs = {cfg.train.epochs} is fewer than the {trainer.epoch} epochs the checkpoint "
+                          f"has trained; give train.epochs >= {trainer.epoch} (or evaluate it as it is with "
+                          f"'ppvae eval {run_dir}').")
     return cfg, data, trainer, state
 
 
@@ -120,7 +126,8 @@ def train(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer) -> float:
     runs.write_jsonl(run_dir / runs.EPOCHS, [r for r in history if r["epoch"] <= trainer.epoch])
     saved = (trainer.epoch, trainer.step) if (run_dir / runs.CHECKPOINT).is_file() else save()
     resume = f"ppvae run --resume {run_dir}"
-    runs.write_status(run_dir, f"running (or crashed: if no process is training it, continue with: {resume})")
+    runs.write_status(run_dir, f"running (pid {os.getpid()}; if that process is gone, it crashed: continue with: "
+                               f"{resume})")
     steps_per_epoch = math.ceil(data.train_x.shape[0] / cfg.train.batch_size)
     start = time.perf_counter()
     try:
@@ -175,17 +182,22 @@ def run(cfg: Config | None, out: Path | str = "runs", resume: Path | None = None
         overrides: Sequence[str] = ()) -> Path:
     """Train, evaluate and write a run folder; with ``resume`` continue an existing one,
     applying ``overrides`` (only keys in ``RESUMABLE``)."""
-    if resume is not None:
-        run_dir = Path(resume)
-        cfg, data, trainer, _ = load_run(run_dir, overrides)
-        runs.write_json(run_dir / runs.CONFIG, to_dict(cfg))
-    else:
-        cfg = _absolute_paths(cfg)
-        data, trainer = prepare(cfg)
-        run_dir = runs.new_run_dir(out, cfg.name or "run")
-        runs.write_json(run_dir / runs.CONFIG, to_dict(cfg))
-    seconds = train(cfg, run_dir, data, trainer)
-    finish(cfg, run_dir, data, trainer, {"train_seconds_this_session": seconds})
+    with contextlib.ExitStack() as stack:
+        if resume is not None:
+            run_dir = Path(resume)
+            if (run_dir / runs.CONFIG).is_file():
+                stack.enter_context(runs.owned(run_dir))
+            cfg, data, trainer, _ = load_run(run_dir, overrides)
+            runs.read_jsonl(run_dir / runs.EPOCHS)  # readable, before config.json takes the overrides
+            runs.write_json(run_dir / runs.CONFIG, to_dict(cfg))
+        else:
+            cfg = _absolute_paths(cfg)
+            data, trainer = prepare(cfg)
+            run_dir = runs.new_run_dir(out, cfg.name or "run")
+            stack.enter_context(runs.owned(run_dir))
+            runs.write_json(run_dir / runs.CONFIG, to_dict(cfg))
+        seconds = train(cfg, run_dir, data, trainer)
+        finish(cfg, run_dir, data, trainer, {"train_seconds_this_session": seconds})
     return run_dir
 
 
