@@ -37,6 +37,7 @@ from torch import nn
 from ppvae import registry, runs, tables
 from ppvae.analyses.base import Analysis, Result, RunContext, StudyRun
 from ppvae.data import Dataset
+from ppvae.data.files import cache_root
 from ppvae.errors import DataError
 from ppvae.evaluation.sampling import (
     DEFAULT_COMPONENTS,
@@ -86,7 +87,7 @@ def _fingerprint(data: Dataset) -> str:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("PPVAE_CACHE") or Path.home() / ".cache" / "ppvae") / "feature_nets"
+    return cache_root() / "feature_nets"
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ import numpy as np
 
 from ppvae import registry
 from ppvae.data.dataset import Arrays, DataSource
-from ppvae.data.files import check_md5, data_root, download, missing_files_error, read_bytes
+from ppvae.data.files import cache_file, check_md5, data_root, download, missing_files_error, read_bytes
 from ppvae.errors import DataError
 
 URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
@@ -26,9 +26,9 @@ TEST_ORDER_SEED = 0  # the fixed order of the class-sorted test set (see Binariz
 def read_amat(path: Path, split: str) -> np.ndarray:
     """Parse a 0/1 ``.amat`` (or ``.amat.gz``) as uint8 [N, 784] at numpy speed (np.loadtxt takes ~1 min).
 
-    A bit-packed ``.npy`` cache is written next to the file when that folder is writable.
+    A bit-packed ``.npy`` copy is cached (:func:`cache_file`) when the cache folder is writable.
     """
-    cache = path.with_name(f"binarized_mnist_{split}.packed.npy")
+    cache = cache_file(path, f"binarized_mnist_{split}.packed.npy")
     if cache.is_file() and cache.stat().st_mtime >= path.stat().st_mtime:
         with contextlib.suppress(Exception):
             packed = np.load(cache, allow_pickle=False)
@@ -42,14 +42,14 @@ def read_amat(path: Path, split: str) -> np.ndarray:
     if bits.size != rows * 784:
         raise DataError(f"{path} holds {bits.size} values, expected {rows} rows of 784.")
     bits = bits.reshape(rows, 784)
-    if os.access(path.parent, os.W_OK):
-        tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp.npy")
-        try:
-            np.save(tmp, np.packbits(bits, axis=1))
-            os.replace(tmp, cache)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+    tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp.npy")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(tmp, np.packbits(bits, axis=1))
+        os.replace(tmp, cache)
+    except OSError:  # no cache: the next load parses the file again
+        with contextlib.suppress(OSError):
+            tmp.unlink()
     return bits
 
 

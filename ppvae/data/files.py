@@ -27,6 +27,18 @@ def data_root(data_dir: str) -> Path:
     return Path(data_dir or os.environ.get("PPVAE_DATA", "") or Path.home() / ".cache" / "ppvae")
 
 
+def cache_root() -> Path:
+    """ppvae's own cache (derived data, feature networks): ``$PPVAE_CACHE``, else ``~/.cache/ppvae``."""
+    return Path(os.environ.get("PPVAE_CACHE", "") or Path.home() / ".cache" / "ppvae")
+
+
+def cache_file(source: Path, name: str) -> Path:
+    """Where a copy derived from ``source`` is cached: in ``cache_root()/derived``, never beside the raw
+    files (their folder may be shared or read-only), keyed by the source's full path."""
+    key = hashlib.sha1(str(Path(source).resolve()).encode()).hexdigest()[:12]
+    return cache_root() / "derived" / f"{key}-{name}"
+
+
 def md5(data: bytes | Path) -> str:
     if isinstance(data, Path):
         h = hashlib.md5()
@@ -68,10 +80,12 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
 def download(urls: list[str], folder: Path, filename: str, md5sum: str) -> str | None:
     """Fetch ``filename`` into ``folder`` from the first URL that works; return the failure, if any.
 
-    A partial file left by a failed attempt is removed so it is never mistaken for data.
+    A partial file left by a failed attempt is removed so it is never mistaken for data, and so are
+    the folders the attempt created (a mistyped ``data_dir`` is not left behind).
     """
     from torchvision.datasets.utils import download_url
 
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     errors = []
     for url in urls:
         try:
@@ -82,6 +96,9 @@ def download(urls: list[str], folder: Path, filename: str, md5sum: str) -> str |
             errors.append(f"{url}: {type(e).__name__}: {e}")
             with contextlib.suppress(OSError):
                 (folder / filename).unlink()
+    for path in created:
+        with contextlib.suppress(OSError):  # only if empty: never a file someone put there meanwhile
+            path.rmdir()
     return "; ".join(errors)
 
 

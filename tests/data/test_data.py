@@ -20,6 +20,7 @@ import torch
 
 import ppvae.data.files as data_mod
 from ppvae.data import load_dataset
+from ppvae.data.files import cache_file, cache_root
 from ppvae.errors import ConfigError, DataError
 
 MNIST_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -203,6 +204,7 @@ def test_missing_files_name_files_and_folder(tmp_path, monkeypatch, name, folder
         assert f in msg
     assert "data.data_dir" in msg and "$PPVAE_DATA" in msg
     assert ("Downloading them failed" in msg) == download
+    assert list(tmp_path.iterdir()) == []  # a failed download leaves no folders behind (a mistyped data_dir)
 
 
 def test_data_dir_from_environment(tmp_path, monkeypatch):
@@ -335,16 +337,18 @@ def test_real_binarized_mnist():
     assert ((d.test_x[:500].mean(0) - d.test_x.mean(0)) ** 2).sum() < 0.5
 
 
-def test_real_binarized_mnist_cache_in_writable_folder(tmp_path):
+def test_real_binarized_mnist_cache_lives_in_the_cache_folder_not_beside_the_data(tmp_path):
     root = _need("binarized_mnist")
     folder = tmp_path / "binarized_mnist"
-    shutil.copytree(root / "binarized_mnist", folder)
+    shutil.copytree(root / "binarized_mnist", folder, ignore=shutil.ignore_patterns("*.npy"))
     cfg = dict(name="binarized_mnist", data_dir=str(tmp_path), max_train=100, max_test=100)
     first = load_dataset(cfg)
-    caches = sorted(p.name for p in folder.glob("*.npy"))
-    assert caches == [f"binarized_mnist_{s}.packed.npy" for s in ("test", "train", "valid")]
+    assert not list(folder.glob("*.npy"))  # the data folder may be shared or read-only: nothing written there
+    caches = {s: cache_file(folder / f"binarized_mnist_{s}.amat.gz", f"binarized_mnist_{s}.packed.npy")
+              for s in ("test", "train", "valid")}
+    assert all(c.is_file() and c.parent == cache_root() / "derived" for c in caches.values())
     # The cache is what gets read while it is newer than its source ...
-    cache = folder / "binarized_mnist_test.packed.npy"
+    cache = caches["test"]
     packed = np.load(cache)
     packed[:] = 255
     np.save(cache, packed)
