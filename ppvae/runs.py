@@ -97,7 +97,13 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """A run file's JSON; a damaged file is a clear error that names it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        fix = {METRICS: "'ppvae eval' on its run folder writes it again",
+               CONFIG: "the run cannot be rebuilt without it; start it again"}.get(Path(path).name, "restore it")
+        raise CheckpointError(f"{path} is damaged ({one_line(e)}); {fix}.") from None
 
 
 def append_jsonl(path: Path, record: dict) -> None:

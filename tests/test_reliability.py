@@ -193,6 +193,12 @@ def test_a_damaged_metrics_file_is_named_before_the_config_changes(capsys, finis
     assert (finished_run / runs.CONFIG).read_text() == before
 
 
+def test_compare_names_a_damaged_metrics_file(capsys, tmp_path, finished_run):
+    (finished_run / runs.METRICS).write_text('{"test_nll": 3')
+    code = main(["compare", str(finished_run), "--out", str(tmp_path / "cmp")])
+    assert_clear_error(code, capsys.readouterr().err, f"{finished_run / runs.METRICS} is damaged", "ppvae eval")
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["sample", "RUN", "--n", "0"], "argument --n: invalid integer >= 1 value: '0'"),
     (["sample", "RUN", "--components", "0"], "argument --components: invalid integer >= 1 value"),
