@@ -19,7 +19,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     if args.resume:  # positional arguments are all overrides here
         overrides = [args.experiment, *args.overrides] if args.experiment else args.overrides
-        run_dir = experiment.run(None, resume=Path(args.resume), overrides=overrides)
+        run_dir = experiment.run(None, resume=Path(args.resume), overrides=overrides, trust=args.trust_pair)
     elif study.read(args.experiment) is not None:
         variants = args.variants.split(",") if args.variants else None
         folder = study.run(args.experiment, args.scale or "smoke", args.overrides, out=args.out, variants=variants)
@@ -46,7 +46,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
                          "use 'ppvae run --resume RUN_DIR' to change training.")
     run_dir = Path(args.run_dir)
     with runs.owned(run_dir) if (run_dir / runs.CONFIG).is_file() else contextlib.nullcontext():
-        cfg, data, trainer, _ = experiment.load_run(run_dir, overrides)
+        cfg, data, trainer, _ = experiment.load_run(run_dir, overrides, trust=args.trust_pair)
         metrics = experiment.finish(cfg, run_dir, data, trainer)
     for key in ("test_ll", "test_ll_se", "test_elbo", "test_recon_loglik", "test_kl", "test_recon_mse",
                 "active_units", "khat_share_above_0_7", "khat_share_above_1", "ess_median", "ess_p05"):
@@ -59,7 +59,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     from ppvae.studies.compare import compare
 
-    out_dir, tables = compare(args.run_dirs, args.out)
+    out_dir, tables = compare(args.run_dirs, args.out, trust=args.trust_pair)
     print(tables)
     print(f"comparison: {out_dir / 'comparison.md'}")
 
@@ -67,7 +67,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     from ppvae.studies.sample import sample_run
 
-    out = sample_run(Path(args.run_dir), args.source, args.n, args.components, args.seed, args.quality)
+    out = sample_run(Path(args.run_dir), args.source, args.n, args.components, args.seed, args.quality,
+                     trust=args.trust_pair)
     print(f"samples: {out['grid']}")
     if "uncertainty" in out:
         print(f"per-pixel sigma: {out['uncertainty']}")
@@ -122,6 +123,12 @@ def count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def trust_pair(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--trust-pair", action="store_true",
+                         help="run the .py files (model.pair, plugins) a run folder's config names even if you have "
+                              "not run them before (read them first: a folder from someone else may hold any code)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ppvae", description="Variational autoencoders as Pyro model/guide pairs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -134,15 +141,18 @@ def parser() -> argparse.ArgumentParser:
                         "train.lr, train.device and eval.*")
     r.add_argument("--scale", help="for a study: which [study.scales] entry to run (default smoke)")
     r.add_argument("--variants", metavar="A,B", help="for a study: run only these named [study.variants]")
+    trust_pair(r)
     r.set_defaults(func=cmd_run)
     e = sub.add_parser("eval", help="re-evaluate a run folder (metrics.json, figures, report.md)")
     e.add_argument("run_dir")
     e.add_argument("overrides", nargs="*", help="eval.* overrides such as eval.num_test=1000 eval.gradient_study=true")
     e.add_argument("--k", type=count(1), help="importance samples (default: the run's eval.k)")
+    trust_pair(e)
     e.set_defaults(func=cmd_eval)
     c = sub.add_parser("compare", help="table, ArviZ diagnostics (seeds as chains) and figures across run folders")
     c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, or folders of run folders (studies)")
     c.add_argument("--out", help="output folder (default: a new ./runs/compare-DATE-TIME)")
+    trust_pair(c)
     c.set_defaults(func=cmd_compare)
     sa = sub.add_parser("sample", help="decode samples of a trained run from the prior or the aggregate posterior")
     sa.add_argument("run_dir")
@@ -154,6 +164,7 @@ def parser() -> argparse.ArgumentParser:
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--quality", type=count(0), default=0, metavar="N",
                     help="also the Frechet distance of N samples to N test images (classifier features)")
+    trust_pair(sa)
     sa.set_defaults(func=cmd_sample)
     b = sub.add_parser("bench", help="time ppvae's trainer and evaluator against hand-written PyTorch")
     b.add_argument("--quick", action="store_true", help="every case, briefly (about a minute; rough numbers)")

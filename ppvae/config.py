@@ -16,14 +16,18 @@ error.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import difflib
+import hashlib
 import importlib
 import importlib.util
+import json
 import logging
 import sys
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -35,7 +39,8 @@ import ppvae.guides  # noqa: F401
 import ppvae.infer.estimators  # noqa: F401
 import ppvae.models  # noqa: F401
 import ppvae.nn  # noqa: F401
-from ppvae import legacy, registry, rules
+from ppvae import legacy, registry, rules, runs
+from ppvae.data.files import cache_root
 from ppvae.errors import ConfigError
 from ppvae.infer.trainer import TrainSettings
 from ppvae.registry import Param, Part, Section, Spec
@@ -166,6 +171,39 @@ def load_plugins(plugins: Sequence[str]) -> None:
         import_path(plugin, "plugins")
 
 
+_RUN_FOLDER: contextvars.ContextVar[Path | None] = contextvars.ContextVar("run_folder", default=None)
+TRUSTED = "trusted_code.json"  # in the cache folder: sha256 of every .py file this machine's user ran
+
+
+@contextlib.contextmanager
+def from_run_folder(run_dir: Path, trust: bool = False) -> Iterator[None]:
+    """Build a config (and its pair) read from a run folder, which may have come from someone else: a ``.py``
+    file it names (``model.pair``, ``plugins``) runs only if this machine's user ran that very file before
+    (by naming it themselves) or ``trust`` (``--trust-pair``) says to."""
+    token = _RUN_FOLDER.set(None if trust else Path(run_dir))
+    try:
+        yield
+    finally:
+        _RUN_FOLDER.reset(token)
+
+
+def _trusted_hashes() -> set[str]:
+    path = cache_root() / TRUSTED
+    try:
+        return set(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return set()
+
+
+def _trust(path: Path, digest: str) -> None:
+    """Remember that this user ran ``path`` (its content): a run folder naming it may run it again."""
+    known = _trusted_hashes()
+    if digest not in known:
+        with contextlib.suppress(OSError):  # no record: the user is asked again next time
+            (cache_root()).mkdir(parents=True, exist_ok=True)
+            runs.write_json(cache_root() / TRUSTED, sorted(known | {digest}))
+
+
 def import_path(target: str, key: str) -> Any:
     """The module a plugin or pair names: a ``.py`` file (imported once per resolved path) or a module name."""
     if not isinstance(target, str):
@@ -178,6 +216,12 @@ def import_path(target: str, key: str) -> Any:
     path = Path(target).expanduser().resolve()
     if not path.is_file():
         raise ConfigError(f"{key} names {target!r}, which does not exist.")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    folder = _RUN_FOLDER.get()
+    if folder is not None and digest not in _trusted_hashes():
+        raise ConfigError(f"The config of {folder} names {key} = {str(path)!r}, Python code that would run now, and "
+                          "this user has not run that file before. Read it; to run it, pass --trust-pair.")
+    _trust(path, digest)
     name = f"ppvae_user_{abs(hash(str(path)))}"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, path)
@@ -399,4 +443,4 @@ def _describe(f: registry.Field) -> str:
 
 __all__ = ["Config", "ModelSection", "GuideSection", "EvalSection", "from_dict", "build", "to_dict", "load",
            "bundled_experiments", "resolve_experiment", "read_toml", "read_experiment", "apply_overrides",
-           "parse_override", "keys", "load_plugins", "import_path"]
+           "parse_override", "keys", "load_plugins", "import_path", "from_run_folder"]

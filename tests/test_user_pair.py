@@ -91,3 +91,28 @@ def test_a_factory_swaps_a_part_of_the_bundled_pair_and_takes_its_own_parameters
         with pytest.raises(PPVAEError, match=message):
             experiment.run(config.load("quickstart", [f"model.pair={path}:make_pair", bad]), out=tmp_path / "bad")
     assert not (tmp_path / "bad").exists()  # refused before any run folder exists
+
+
+def test_code_named_by_a_received_run_folder_does_not_run_unasked(pair_file, tmp_path, capsys):
+    """A run folder from someone else names a pair file this user never ran: eval, sample and resume refuse to
+    import it (naming it) until --trust-pair; a file the user ran themselves needs no flag."""
+    from ppvae.cli import main
+
+    cfg = config.load("quickstart", [f"model.pair={pair_file}:make_pair", "train.epochs=1", "eval.k=5",
+                                     "data.max_train=100"])
+    mine = experiment.run(cfg, out=tmp_path / "mine")
+    assert main(["eval", str(mine)]) == 0  # the user named this file: trusted
+    received = tmp_path / "received.py"
+    received.write_text(pair_file.read_text() + "\nRAN = open(__file__ + '.ran', 'w')  # a side effect\n")
+    raw = json.loads((mine / "config.json").read_text())
+    raw["model"]["pair"] = f"{received}:make_pair"
+    (mine / "config.json").write_text(json.dumps(raw))
+    capsys.readouterr()
+    for argv in (["eval", str(mine)], ["sample", str(mine)], ["run", "--resume", str(mine), "train.epochs=2"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert str(received) in err and "--trust-pair" in err, err
+    assert main(["compare", str(mine), "--out", str(tmp_path / "cmp")]) == 0  # reads files, imports no pair
+    assert not Path(f"{received}.ran").exists()  # nothing of it ran
+    assert main(["eval", str(mine), "--trust-pair"]) == 0 and Path(f"{received}.ran").exists()
+    assert main(["sample", str(mine)]) == 0  # trusted from now on: this user has run it

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ppvae import plots, runs, tables
-from ppvae.config import build
+from ppvae.config import build, from_run_folder
 from ppvae.errors import PPVAEError
 from ppvae.evaluation import diagnostics
 from ppvae.evaluation.loglik import POINTWISE, load_pointwise
@@ -89,13 +89,15 @@ def run_folders(paths: list[Path | str]) -> list[Path]:
     return out
 
 
-def load(path: Path) -> Run:
-    """A run folder's config, metrics, per-epoch history and per-point evaluation."""
+def load(path: Path, trust: bool = False) -> Run:
+    """A run folder's config, metrics, per-epoch history and per-point evaluation (``trust``: run the ``.py``
+    files its config names even if this user has not run them before)."""
     for name in (runs.METRICS, POINTWISE):
         if not (path / name).is_file():
             raise RunFolderError(f"{path} has no {name}: it was not evaluated, or was evaluated by an older ppvae. "
                                  f"Run 'ppvae eval {path}' first.")
-    config = build(runs.read_json(path / runs.CONFIG)).to_dict()  # a 0.1 run folder reads as today's keys
+    with from_run_folder(path, trust):
+        config = build(runs.read_json(path / runs.CONFIG)).to_dict()  # a 0.1 run folder reads as today's keys
     return Run(path, flatten(config), runs.read_json(path / runs.METRICS), runs.read_jsonl(path / runs.EPOCHS),
                load_pointwise(path))
 
@@ -161,9 +163,9 @@ def training_curves(groups: dict[str, list[Run]], path: Path) -> Path:
     return plots.save(fig, path)
 
 
-def compare(paths: list[Path | str], out: Path | str | None = None) -> tuple[Path, str]:
+def compare(paths: list[Path | str], out: Path | str | None = None, trust: bool = False) -> tuple[Path, str]:
     """Compare run folders; returns the output folder and the tables as Markdown."""
-    all_runs = [load(p) for p in run_folders(paths)]
+    all_runs = [load(p, trust) for p in run_folders(paths)]
     groups = configurations(all_runs)
     out_dir = Path(out) if out else runs.new_run_dir("runs", "compare")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ppvae import runs, tables
 from ppvae.analyses import RunContext
 from ppvae.build import build_pair, pair_params
-from ppvae.config import Config, build, to_dict
+from ppvae.config import Config, build, from_run_folder, to_dict
 from ppvae.data import Dataset, load_dataset
 from ppvae.errors import CheckpointError, ConfigError, DataError, Interrupted, PPVAEError, TrainingError, reported_as
 from ppvae.evaluation.figures import run_figures
@@ -72,13 +72,20 @@ def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def load_run(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[Config, Dataset, Trainer, dict]:
+def load_run(run_dir: Path, overrides: Sequence[str] = (), trust: bool = False
+             ) -> tuple[Config, Dataset, Trainer, dict]:
     """Rebuild a run's data and trainer from its folder and restore the checkpoint.
 
     ``overrides`` may change only the keys in ``RESUMABLE`` (say, a lower learning rate after
-    a divergence, or more epochs); anything else would not fit the checkpoint.
+    a divergence, or more epochs); anything else would not fit the checkpoint. A ``.py`` file the
+    folder's config names runs only if this user ran it before, or with ``trust`` (see
+    :func:`ppvae.config.from_run_folder`).
     """
-    run_dir = Path(run_dir)
+    with from_run_folder(run_dir, trust):
+        return _load_run(Path(run_dir), overrides)
+
+
+def _load_run(run_dir: Path, overrides: Sequence[str]) -> tuple[Config, Dataset, Trainer, dict]:
     if not (run_dir / runs.CONFIG).is_file():
         raise CheckpointError(f"{run_dir} is not a run folder (it has no {runs.CONFIG}); give the folder "
                               "that 'ppvae run' printed.")
@@ -179,15 +186,15 @@ def write_report(cfg: Config, run_dir: Path, metrics: dict, figs: list[Path], se
 
 
 def run(cfg: Config | None, out: Path | str = "runs", resume: Path | None = None,
-        overrides: Sequence[str] = ()) -> Path:
+        overrides: Sequence[str] = (), trust: bool = False) -> Path:
     """Train, evaluate and write a run folder; with ``resume`` continue an existing one,
-    applying ``overrides`` (only keys in ``RESUMABLE``)."""
+    applying ``overrides`` (only keys in ``RESUMABLE``; ``trust``: see :func:`load_run`)."""
     with contextlib.ExitStack() as stack:
         if resume is not None:
             run_dir = Path(resume)
             if (run_dir / runs.CONFIG).is_file():
                 stack.enter_context(runs.owned(run_dir))
-            cfg, data, trainer, _ = load_run(run_dir, overrides)
+            cfg, data, trainer, _ = load_run(run_dir, overrides, trust)
             runs.read_jsonl(run_dir / runs.EPOCHS)  # readable, before config.json takes the overrides
             runs.write_json(run_dir / runs.CONFIG, to_dict(cfg))
         else:

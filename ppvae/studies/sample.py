@@ -16,12 +16,12 @@ from ppvae.studies.run import load_run
 
 
 def sample_run(run_dir: Path | str, source: str = "prior", n: int = 64, components: int = DEFAULT_COMPONENTS,
-               seed: int = 0, quality: int = 0) -> dict:
+               seed: int = 0, quality: int = 0, trust: bool = False) -> dict:
     """``ppvae sample``: decode n samples of a trained run from ``source`` into ``samples-SOURCE.png``
     (plus an uncertainty map with a per-pixel sigma); for ``aggregate`` also KL(mixture || prior).
     With ``quality`` > 0, the sample-quality distance of that many samples to as many test images."""
     run_dir = Path(run_dir)
-    cfg, data, trainer, _ = load_run(run_dir)
+    cfg, data, trainer, _ = load_run(run_dir, trust=trust)
     if cfg.model.conditional:
         raise ConfigError("ppvae sample draws unconditional samples; this run is a conditional VAE "
                           "(model.conditional).")
