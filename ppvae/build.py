@@ -118,11 +118,10 @@ def _two_layer_pair(cfg: Config, data: Dataset, likelihood: nn.Module) -> Pair:
     """Burda et al.'s two stochastic layers: Normal layers, ``model.top`` networks between z1 and z2."""
     m, g = cfg.model, cfg.guide
     d1, d2 = m.latent_dim, m.top_latent_dim
-    bottom, top = DiagonalNormal(d1), DiagonalNormal(d2)
+    bottom, q1, q2 = DiagonalNormal(d1), g.family.create(d1), g.family.create(d2)  # p(z | z2), q(z | x), q(z2 | z)
     model = TwoLayerModel(StandardNormal(d2), make_network(m.top, d2, bottom.outputs), bottom,
                           make_network(m.decoder, d1, data.x_dim * likelihood.outputs_per_pixel), likelihood)
-    guide = TwoLayerGuide(make_network(g.encoder, data.x_dim, bottom.outputs), DiagonalNormal(d1),
-                          make_network(m.top, d1, top.outputs), top)
+    guide = TwoLayerGuide(make_network(g.encoder, data.x_dim, q1.outputs), q1, make_network(m.top, d1, q2.outputs), q2)
     return model, guide
 
 

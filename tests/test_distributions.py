@@ -86,3 +86,16 @@ def test_flow_guide_scores_its_own_draws_like_fresh_points():
     z = q.rsample()
     torch.testing.assert_close(q.log_prob(z), q.log_prob(z.clone()), atol=1e-4, rtol=1e-4)
     assert q.batch_shape == (6,) and q.event_shape == (4,)
+
+
+def test_the_normal_family_reads_softplus_or_log_variance():
+    from ppvae.distributions import MIN_SCALE
+    from ppvae.guides.families.normal import DiagonalNormal
+
+    out = torch.randn(5, 6)
+    loc, raw = out.chunk(2, dim=-1)
+    soft = DiagonalNormal(3)(out).base_dist
+    logvar = DiagonalNormal(3, scale="exp")(out).base_dist
+    assert torch.equal(soft.loc, loc) and torch.equal(logvar.loc, loc)
+    torch.testing.assert_close(soft.scale, torch.nn.functional.softplus(raw) + MIN_SCALE)
+    torch.testing.assert_close(logvar.scale, torch.exp(0.5 * raw) + MIN_SCALE)
