@@ -186,7 +186,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = parser().parse_known_args(argv)
-    if extra and args.command == "run" and all("=" in a and not a.startswith("-") for a in extra):
+    if extra and args.command in ("run", "eval") and all("=" in a and not a.startswith("-") for a in extra):
         args.overrides += extra  # overrides after an option, e.g. "run NAME --scale full train.epochs=5"
     elif extra:
         parser().error(f"unrecognized arguments: {' '.join(extra)}")

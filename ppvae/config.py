@@ -96,6 +96,8 @@ class EvalSection(Section):
     chunk_size: Annotated[int, Param(">= 0", "importance samples per chunk (0: automatic)")] = 0
     checkpoint: Annotated[str, Param(doc="evaluate the parameters of the best validation bound (best.pt, with "
                                          "data.validation) or of the last epoch", choices=("best", "last"))] = "best"
+    max_hours: Annotated[float, Param("> 0", "refuse an evaluation that its first chunks estimate to take longer "
+                                             "than this many hours")] = 24.0
     log_weights_mb: Annotated[float, Param(">= 0", "save the N x k log-weight matrix (log_weights.npz, float16) "
                                                    "when it needs at most this many MB (0: never; 'ppvae eval' "
                                                    "recomputes it exactly)")] = 64.0

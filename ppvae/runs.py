@@ -29,6 +29,7 @@ CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"  # the parameters at the best validation bound (runs with data.validation)
 REPORT = "report.md"
 STATUS = "STATUS"  # one line: running, interrupted, failed or trained, and how to continue
+EVALUATIONS = "evaluations"  # one JSON record per evaluation (k, test points, seed, checkpoint); metrics.json: the latest
 LOCK = ".lock"  # held by the one process working in the run folder; holds its PID
 
 

@@ -156,6 +156,16 @@ def test_truncated_checkpoint_is_reported(capsys, tmp_path, finished_run):
         assert_clear_error(code, capsys.readouterr().err, "damaged or not a ppvae checkpoint", str(ckpt))
 
 
+def test_an_evaluation_that_would_take_too_long_is_refused_with_its_estimate(capsys, finished_run):
+    before = (finished_run / runs.METRICS).read_text()
+    code = main(["eval", str(finished_run), "--k", "1000", "eval.max_hours=1e-9"])
+    assert_clear_error(code, capsys.readouterr().err, "eval.k = 1000 would take about", "samples per second",
+                       "more than eval.max_hours = 1e-09", "raise eval.max_hours")
+    assert (finished_run / runs.METRICS).read_text() == before
+    status = (finished_run / runs.STATUS).read_text()
+    assert status.startswith("trained, not evaluated") and "still holds the earlier evaluation" in status
+
+
 def test_checkpoint_of_another_pair_is_reported(capsys, tmp_path, finished_run):
     cfg = json.loads((finished_run / runs.CONFIG).read_text())
     cfg["model"]["latent_dim"] = 3

@@ -39,6 +39,7 @@ from ppvae import runs
 from ppvae.errors import EstimatorError
 from ppvae.evaluation import diagnostics
 from ppvae.evaluation.memory import retry_on_oom, reuse_freed_memory
+from ppvae.evaluation.progress import EvaluationProgress
 from ppvae.infer.fast import direct_log_weights, direct_pair, direct_posterior
 from ppvae.infer.generic import LogWeights, max_plate_nesting
 from ppvae.infer.importance import log_weights
@@ -187,8 +188,10 @@ def _default_seed() -> int:
 
 @torch.no_grad()
 def row_blocks(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None, *,
-               k: int, chunk_size: int = 0, chunk_points: int = 0, seed: int | None = None) -> Iterator[RowBlock]:
+               k: int, chunk_size: int = 0, chunk_points: int = 0, seed: int | None = None,
+               on_samples: Callable[[int], None] | None = None) -> Iterator[RowBlock]:
     """Log-weights of k samples per data point, one row block at a time (see the module docstring).
+    ``on_samples`` is told the number of (point, sample) pairs done after each chunk.
 
     On a CUDA out-of-memory error a chunk is retried with half the samples; the draws are
     tied to tiles, not chunks, so the numbers stay the same. The pair is in evaluation mode
@@ -196,11 +199,13 @@ def row_blocks(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tenso
     encoded in), and back in its own mode after.
     """
     with eval_mode(model, guide):
-        yield from _row_blocks(model, guide, x, y, k=k, chunk_size=chunk_size, chunk_points=chunk_points, seed=seed)
+        yield from _row_blocks(model, guide, x, y, k=k, chunk_size=chunk_size, chunk_points=chunk_points, seed=seed,
+                               on_samples=on_samples or (lambda samples: None))
 
 
 def _row_blocks(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None, *,
-                k: int, chunk_size: int, chunk_points: int, seed: int | None) -> Iterator[RowBlock]:
+                k: int, chunk_size: int, chunk_points: int, seed: int | None,
+                on_samples: Callable[[int], None]) -> Iterator[RowBlock]:
     seed = _default_seed() if seed is None else seed
     n = x.shape[0]
     nesting = max_plate_nesting(model, guide, x[:1], _rows(y, slice(0, 1)))
@@ -229,6 +234,7 @@ def _row_blocks(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tens
             recon = recon + lw.obs.sum(0)
             latent = latent + lw.latent.sum(0)
             done += lw.obs.shape[0]
+            on_samples(lw.obs.shape[0] * (rows.stop - rows.start))
         yield RowBlock(rows, torch.cat(blocks).T, recon, latent, bool(tiles.point_mass))
 
 
@@ -318,11 +324,12 @@ def _finite(value: float) -> float | None:
 @torch.no_grad()
 def evaluate_detailed(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None, *,
                       k: int = 1000, chunk_size: int = 0, chunk_points: int = 0, seed: int | None = None,
-                      keep_log_weights: bool = False) -> Evaluation:
+                      keep_log_weights: bool = False, max_hours: float = math.inf) -> Evaluation:
     """IWAE test log-likelihood with its diagnostics, streamed over row blocks.
 
     Per data point: the IWAE_k bound, ELBO, reconstruction term, KL, Pareto k-hat, ESS of
     the normalized weights and E_q[z|x]; summaries go to ``metrics`` (nats per example).
+    Shows its progress; refuses (ConfigError) when its first chunks say it would take over ``max_hours``.
     """
     start = time.perf_counter()
     seed = _default_seed() if seed is None else seed
@@ -331,21 +338,23 @@ def evaluate_detailed(model: Callable, guide: Callable, x: torch.Tensor, y: torc
     shifted = np.empty((n, k), np.float16) if keep_log_weights else None
     offset = np.empty(n) if keep_log_weights else None
     point_mass = False
-    for b in row_blocks(model, guide, x, y, k=k, chunk_size=chunk_size, chunk_points=chunk_points, seed=seed):
-        point_mass = b.point_mass
-        lw = b.log_w.double()
-        lse = torch.logsumexp(lw, 1)
-        part = {"ll": lse - math.log(k), "elbo": lw.mean(1), "recon": b.recon / k, "kl": -b.latent / k,
-                "ess": torch.exp(2 * lse - torch.logsumexp(2 * lw, 1))}
-        for key, value in part.items():
-            columns[key][b.rows] = value.double().cpu().numpy()
-        lw_np = lw.cpu().numpy()
-        top = lw_np.max(1)
-        rounding = ROUNDING_ULPS * torch.finfo(b.log_w.dtype).eps * (1 + np.abs(top))
-        columns["khat"][b.rows] = diagnostics.pareto_khat(lw_np, atol=np.nan_to_num(rounding))
-        if keep_log_weights:
-            offset[b.rows] = top
-            shifted[b.rows] = (lw_np - top[:, None]).astype(np.float16)
+    with EvaluationProgress(n, k, max_hours) as progress:
+        for b in row_blocks(model, guide, x, y, k=k, chunk_size=chunk_size, chunk_points=chunk_points, seed=seed,
+                            on_samples=progress):
+            point_mass = b.point_mass
+            lw = b.log_w.double()
+            lse = torch.logsumexp(lw, 1)
+            part = {"ll": lse - math.log(k), "elbo": lw.mean(1), "recon": b.recon / k, "kl": -b.latent / k,
+                    "ess": torch.exp(2 * lse - torch.logsumexp(2 * lw, 1))}
+            for key, value in part.items():
+                columns[key][b.rows] = value.double().cpu().numpy()
+            lw_np = lw.cpu().numpy()
+            top = lw_np.max(1)
+            rounding = ROUNDING_ULPS * torch.finfo(b.log_w.dtype).eps * (1 + np.abs(top))
+            columns["khat"][b.rows] = diagnostics.pareto_khat(lw_np, atol=np.nan_to_num(rounding))
+            if keep_log_weights:
+                offset[b.rows] = top
+                shifted[b.rows] = (lw_np - top[:, None]).astype(np.float16)
     notes = []
     if point_mass:
         columns["khat"][:] = np.nan

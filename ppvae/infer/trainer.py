@@ -424,28 +424,41 @@ class Trainer:
 
 
 @contextlib.contextmanager
-def stop_on_signals(trainer: Trainer) -> Iterator[None]:
-    """While training, Ctrl-C and SIGTERM ask ``trainer`` to stop after the current step.
-
-    Stopping between steps keeps the state consistent, so it can be saved and resumed
-    exactly; a second Ctrl-C stops at once. Signals reach only the main thread, so
-    elsewhere this does nothing.
-    """
+def _handling_signals(handler: Callable[[int, object], None]) -> Iterator[None]:
+    """Ctrl-C and SIGTERM go to ``handler`` inside the block. Signals reach only the main thread,
+    so elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
 
+
+def stop_on_signals(trainer: Trainer) -> contextlib.AbstractContextManager[None]:
+    """While training, Ctrl-C and SIGTERM ask ``trainer`` to stop after the current step.
+
+    Stopping between steps keeps the state consistent, so it can be saved and resumed
+    exactly; a second Ctrl-C stops at once.
+    """
     def request_stop(signum: int, frame: object) -> None:
         if trainer.stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         trainer.stop_signal = signum
 
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    return _handling_signals(request_stop)
+
+
+def interrupt_on_signals() -> contextlib.AbstractContextManager[None]:
+    """Ctrl-C and SIGTERM raise :class:`Interrupted` at once: for work with nothing to save half-way
+    (an evaluation), which is simply run again."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(f"Stopped by {signal.Signals(signum).name}.", signum)
+
+    return _handling_signals(interrupt)
 
 
 @torch.no_grad()

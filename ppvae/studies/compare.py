@@ -41,7 +41,7 @@ VARIABLES = {
     "khat_share_above_0_7": lambda p: np.where(np.isnan(p["khat"]), np.nan, p["khat"] > diagnostics.KHAT_GOOD),
 }
 RUN_COLUMNS = [("config", "config"), ("seed", "seed"), ("test_nll", "test NLL"), ("test_ll_se", "SE"),
-               ("test_elbo", "ELBO"), ("test_kl", "KL"), ("active_units", "active units"),
+               ("test_elbo", "ELBO"), ("eval_k", "eval k"), ("test_kl", "KL"), ("active_units", "active units"),
                ("khat_share_above_0_7", "k-hat > 0.7"), ("khat_share_above_1", "k-hat > 1"),
                ("ess_median", "ESS median"), ("seconds_per_epoch", "s / epoch"), ("folder", "run")]
 SUMMARY_METRICS = ["test_nll", "test_elbo", "test_kl", "active_units", "khat_share_above_0_7",
@@ -98,8 +98,11 @@ def load(path: Path, trust: bool = False) -> Run:
                                  f"Run 'ppvae eval {path}' first.")
     with from_run_folder(path, trust):
         config = build(runs.read_json(path / runs.CONFIG)).to_dict()  # a 0.1 run folder reads as today's keys
-    return Run(path, flatten(config), runs.read_json(path / runs.METRICS), runs.read_jsonl(path / runs.EPOCHS),
-               load_pointwise(path))
+    metrics = runs.read_json(path / runs.METRICS)
+    flat = flatten(config)
+    # what the shown evaluation used, not what config.json planned: runs evaluated differently never pool as seeds
+    flat["eval.k"], flat["eval.num_test"] = metrics.get("eval_k", flat.get("eval.k")), metrics.get("eval_points")
+    return Run(path, flat, metrics, runs.read_jsonl(path / runs.EPOCHS), load_pointwise(path))
 
 
 def configurations(all_runs: list[Run]) -> dict[str, list[Run]]:

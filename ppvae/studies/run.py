@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.metadata
 import math
 import os
 import platform
@@ -25,7 +26,7 @@ from ppvae.errors import CheckpointError, ConfigError, DataError, Interrupted, P
 from ppvae.evaluation.figures import run_figures
 from ppvae.evaluation.loglik import evaluate_detailed
 from ppvae.infer.estimators import make_estimator
-from ppvae.infer.trainer import Trainer, resolve_device, seed_everything, stop_on_signals
+from ppvae.infer.trainer import Trainer, interrupt_on_signals, resolve_device, seed_everything, stop_on_signals
 from ppvae.nn import eval_mode
 
 RESUMABLE = ("train.epochs", "train.lr", "train.device", "eval.")  # what ``--resume`` overrides may change
@@ -162,11 +163,15 @@ def train(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer) -> float:
                    f"fixing the cause continue from it with: {resume} (add e.g. train.lr=... to change the learning rate).")
         runs.write_status(run_dir, f"failed: {message}")
         raise TrainingError(message) from e
+    runs.write_status(run_dir, _trained(trainer))
+    return time.perf_counter() - start
+
+
+def _trained(trainer: Trainer) -> str:
     v = trainer.validation
     early = (f" Stopped early: no better validation bound in the {v.waited} validations after epoch {v.best_epoch}."
              if v.stopped else "")
-    runs.write_status(run_dir, f"trained: {trainer.epoch} epochs, {trainer.step} steps.{early}")
-    return time.perf_counter() - start
+    return f"trained: {trainer.epoch} epochs, {trainer.step} steps.{early}"
 
 
 def write_report(cfg: Config, run_dir: Path, metrics: dict, figs: list[Path], sections: list[tuple[str, str]]) -> None:
@@ -212,6 +217,27 @@ def finish(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: d
     """Evaluate, draw the figures, run the enabled analyses, write ``metrics.json``, ``pointwise.npz`` and
     ``report.md``; returns the metrics.
 
+    Ctrl-C or SIGTERM stops the evaluation at once (it has nothing worth saving half-way), and
+    STATUS then says "trained, not evaluated" and how to evaluate; so does a refused evaluation.
+    """
+    evaluate = f"ppvae eval {run_dir}"
+    try:
+        with interrupt_on_signals():
+            metrics = _evaluate(cfg, run_dir, data, trainer, extra)
+    except PPVAEError as e:
+        earlier = " metrics.json still holds the earlier evaluation." if (run_dir / runs.METRICS).is_file() else ""
+        runs.write_status(run_dir, f"trained, not evaluated ({trainer.epoch} epochs, {trainer.step} steps): {e}"
+                                   f"{earlier} Evaluate with: {evaluate}")
+        if isinstance(e, Interrupted):
+            raise Interrupted(f"{e} The trained run is kept; evaluate it with: {evaluate}", e.signum) from None
+        raise
+    runs.write_status(run_dir, f"{_trained(trainer)} Evaluated: {metrics['evaluation']} (in metrics.json).")
+    return metrics
+
+
+def _evaluate(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: dict | None) -> dict:
+    """The work of :func:`finish`.
+
     The log-weight matrix is saved only when it fits ``eval.log_weights_mb``: evaluation is
     seeded, so ``ppvae eval`` recomputes the same matrix. Evaluation, figures and analyses run in
     evaluation mode (batch norm uses its running statistics, a denoising guide sees clean
@@ -232,7 +258,7 @@ def finish(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: d
         pyro.set_rng_seed(cfg.train.seed + 1)
         keep = n * cfg.eval.k * 2 <= cfg.eval.log_weights_mb * 2**20  # float16
         result = evaluate_detailed(model, guide, data.test_x[:n], y, k=cfg.eval.k, chunk_size=cfg.eval.chunk_size,
-                                   keep_log_weights=keep)
+                                   keep_log_weights=keep, max_hours=cfg.eval.max_hours)
         result.save(run_dir)
         metrics = result.metrics
         hist = runs.read_jsonl(run_dir / runs.EPOCHS)
@@ -245,7 +271,8 @@ def finish(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: d
             "estimator_notes": trainer.estimator.notes,
             "binarization": cfg.data.binarize,
             "device": str(trainer.device),
-            "versions": {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__},
+            "versions": {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__,
+                         "ppvae": _version()},
         } | checkpoint | trainer.extra_metrics() | (extra or {})
         figs = run_figures(model, guide, data, run_dir)
     sections = []
@@ -264,6 +291,28 @@ def finish(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: d
         figs += out.figures
         if out.report:
             sections.append((analysis.title or name, out.report))
-    runs.write_json(run_dir / runs.METRICS, metrics)
+    key = evaluation_key(metrics)
+    previous = runs.read_json(run_dir / runs.METRICS) if (run_dir / runs.METRICS).is_file() else {}
+    carried = {k: v for k, v in previous.items() if k.startswith("train_seconds") and k not in metrics}
+    metrics = {"evaluation": key} | metrics | carried
+    (run_dir / runs.EVALUATIONS).mkdir(exist_ok=True)
+    if previous and "evaluation" not in previous:  # written before records existed: keep it as one
+        runs.write_json(run_dir / runs.EVALUATIONS / f"{evaluation_key(previous)}.json", previous)
+    runs.write_json(run_dir / runs.EVALUATIONS / f"{key}.json", metrics)  # kept beside earlier evaluations
+    runs.write_json(run_dir / runs.METRICS, metrics)  # the latest, which the report and figures show
     write_report(cfg, run_dir, metrics, figs, sections)
     return metrics
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("ppvae")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def evaluation_key(metrics: dict) -> str:
+    """The name of an evaluation's record: its samples, test points, seed and checkpoint."""
+    which = str(metrics.get("evaluated_checkpoint", "last")).split(" ")[0]
+    k, n, seed = (metrics.get(name, "unknown") for name in ("eval_k", "eval_points", "eval_seed"))
+    return f"k{k}-n{n}-seed{seed}-{which}"

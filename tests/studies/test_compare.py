@@ -67,3 +67,33 @@ def test_eval_reevaluates_with_eval_overrides_only(three_runs, tmp_path, capsys)
     assert "khat_share_above_0_7" in capsys.readouterr().out
     assert main(["eval", str(run), "train.epochs=3"]) == 2
     assert "eval.* settings only" in capsys.readouterr().err
+
+
+def test_an_evaluation_is_a_record_of_its_own_and_compare_never_pools_different_ones(three_runs, tmp_path):
+    """Re-evaluating at another k keeps the first record, keeps the training time, names what metrics.json shows;
+    compare then treats the two seeds, evaluated differently, as two configurations, with an eval k column."""
+    seed0, seed1 = (shutil.copytree(r, tmp_path / r.name) for r in three_runs[:2])
+    first = json.loads((seed0 / "metrics.json").read_text())
+    assert main(["eval", str(seed0), "--k", "30"]) == 0
+    shown = json.loads((seed0 / "metrics.json").read_text())
+    records = sorted(p.name for p in (seed0 / "evaluations").iterdir())
+    assert records == sorted([f"{first['evaluation']}.json", f"{shown['evaluation']}.json"])
+    assert shown["evaluation"].startswith("k30-n") and first["evaluation"].startswith("k50-n")
+    kept = json.loads((seed0 / "evaluations" / f"{first['evaluation']}.json").read_text())
+    assert kept["test_ll"] == first["test_ll"]
+    assert shown["train_seconds_this_session"] == first["train_seconds_this_session"]
+    _, text = compare([seed0, seed1], tmp_path / "cmp")
+    assert "eval.k=30" in text and "eval.k=50" in text  # two groups of one seed each, not one of two
+    rows = list(csv.DictReader(open(tmp_path / "cmp" / "runs.csv")))
+    assert sorted(r["eval_k"] for r in rows) == ["30", "50"]
+
+
+def test_a_run_evaluated_before_records_existed_keeps_its_evaluation_when_reevaluated(three_runs, tmp_path):
+    old = shutil.copytree(three_runs[2], tmp_path / "old")
+    shutil.rmtree(old / "evaluations")
+    metrics = json.loads((old / "metrics.json").read_text())
+    del metrics["evaluation"]
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["eval", str(old), "--k", "30"]) == 0
+    kept = json.loads((old / "evaluations" / f"{experiment.evaluation_key(metrics)}.json").read_text())
+    assert kept["test_ll"] == metrics["test_ll"] and kept["eval_k"] == 50

@@ -8,6 +8,7 @@ import pytest
 
 from ppvae import runs
 from ppvae.cli import main
+from ppvae.evaluation.progress import EvaluationProgress
 from ppvae.infer.trainer import Trainer
 
 # 64 points in batches of 24: 3 steps per epoch (24, 24, 16); dynamic binarization draws every batch.
@@ -71,6 +72,28 @@ def test_interrupt_and_resume_equals_uninterrupted(tmp_path, capsys, monkeypatch
     assert main(["run", "--resume", str(run_dir)]) == 0
     assert results(run_dir) == reference
     assert (run_dir / runs.STATUS).read_text().startswith("trained:")
+
+
+def test_a_stop_during_evaluation_keeps_the_trained_run_and_eval_finishes_it(tmp_path, capsys, monkeypatch,
+                                                                             reference):
+    count = EvaluationProgress.__call__
+
+    def count_then_sigterm(self, samples):
+        count(self, samples)
+        signal.raise_signal(signal.SIGTERM)  # `kill` while the test log-likelihood is computed
+
+    monkeypatch.setattr(EvaluationProgress, "__call__", count_then_sigterm)
+    code, run_dir = run_once(tmp_path)
+    err = capsys.readouterr().err
+    assert code == 128 + signal.SIGTERM, err
+    assert "Stopped by SIGTERM" in err and f"evaluate it with: ppvae eval {run_dir}" in err
+    assert (run_dir / runs.STATUS).read_text().startswith("trained, not evaluated (3 epochs, 9 steps)")
+    assert not (run_dir / runs.METRICS).exists()
+    monkeypatch.undo()
+    assert main(["eval", str(run_dir)]) == 0
+    assert results(run_dir) == reference
+    status = (run_dir / runs.STATUS).read_text()
+    assert status.startswith("trained: 3 epochs, 9 steps.") and "Evaluated: k8-n32-" in status
 
 
 def test_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
