@@ -47,6 +47,10 @@ class CheckpointError(PPVAEError):
     """A checkpoint file is missing, truncated or does not match the run."""
 
 
+class WriteError(PPVAEError):
+    """A file could not be written: the disk is full, or the folder is read-only."""
+
+
 class OutOfMemory(PPVAEError):
     """Even the smallest chunk of a computation does not fit in the device's memory."""
 

@@ -7,6 +7,7 @@ so a crash mid-write leaves the previous version intact.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import io
 import json
@@ -20,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ppvae.errors import CheckpointError, one_line
+from ppvae.errors import CheckpointError, WriteError, one_line
 
 CONFIG = "config.json"
 EPOCHS = "metrics.jsonl"
@@ -45,6 +46,8 @@ def new_run_dir(parent: Path | str, name: str) -> Path:
             return path
         except FileExistsError:
             continue
+        except OSError as e:
+            raise write_error(path, e) from None
     raise FileExistsError(f"Could not create a new run folder under {parent}.")
 
 
@@ -53,7 +56,10 @@ def owned(run_dir: Path) -> Iterator[None]:
     """Hold the run folder for this process: an OS lock on ``.lock``, released when the process ends
     however it ends, so a crashed run never leaves its folder locked. A second process (a second
     ``--resume``, an ``eval`` during training) is refused at once, with the PID of the holder."""
-    fd = os.open(Path(run_dir) / LOCK, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:  # also the check, before any work, that the folder takes the files the work will write
+        fd = os.open(Path(run_dir) / LOCK, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    except OSError as e:
+        raise write_error(Path(run_dir), e) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -76,11 +82,25 @@ def _umask() -> int:
     return mask
 
 
+def write_error(path: Path, e: OSError, size: int | None = None) -> WriteError:
+    """What to do when ``path`` cannot be written: a full disk, or a read-only folder."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        need = "" if size is None else f" ({size / 2**20:.1f} MB)" if size >= 2**20 else f" ({size / 2**10:.1f} KB)"
+        return WriteError(f"No space left on the disk for {path}{need}. The files already there are intact (each is "
+                          "written whole or not at all, so the last checkpoint is kept): free some space and run the "
+                          "command again; a stopped run continues with 'ppvae run --resume RUN_DIR'.")
+    return WriteError(f"Cannot write {path}: {e.strerror or e}. Make its folder writable or choose another (--out); "
+                      "a run folder on a read-only disk can be copied somewhere writable (cp -r) and the copy given.")
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``path`` via a temporary file in the same folder and a rename, with the mode of a plain
     new file (``mkstemp`` would leave it readable by its owner only)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise write_error(path, e, len(data)) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
@@ -88,8 +108,10 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise write_error(path, e, len(data)) from None
         raise
 
 

@@ -298,3 +298,52 @@ def test_mangled_config_is_a_short_run_or_a_clear_error(mutation_list):
             assert str(e).strip(), type(e)
             return
         assert (run_dir / runs.METRICS).is_file()
+
+
+# ----------------------------------------------------------------------------- fuzzed TOML files
+
+STUDY_TOML = (Path(config.__file__).parent.parent / "experiments" / "burda_vae.toml").read_bytes()
+text_edits = st.one_of(
+    st.tuples(st.just("cut"), st.integers(0, len(STUDY_TOML)), st.integers(1, 40)),
+    st.tuples(st.just("insert"), st.integers(0, len(STUDY_TOML)),
+              st.sampled_from([b"\xff\xfe", b"[", b"]]", b"[study]\n", b"[study.vary]\nseeds = 3\n", b"seeds = 5\n",
+                               b"vary = [1]\n", b"scales = \"cpu\"\n", b"[train.lr]\n", b"= 1\n", b"\"", b"\n[[model]]\n",
+                               b"extends = 5\n", b"extends = \"burda_vae\"\n", b"variants = 3\n", b"\x00"])),
+)
+
+
+names = st.sampled_from(["cpu", "smoke", "one_layer", "set", "vary", "train.epochs", "x"])
+toml_values = st.recursive(
+    st.one_of(st.integers(-2, 5), st.booleans(), st.sampled_from(["cpu", "train.epochs=1", "{run:one_layer}", ""])),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(names, inner, max_size=3)), max_leaves=6)
+study_tables = st.dictionaries(st.sampled_from(["vary", "variants", "seeds", "columns", "scales", "sedes"]),
+                               toml_values, min_size=1, max_size=3)
+
+
+def _study_file(table: dict) -> bytes:
+    lines = ['extends = "burda_vae"', "[study]"] + [f"{k} = {registry.toml_value(v)}" for k, v in table.items()]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.lists(text_edits, min_size=1, max_size=4), study_tables))
+def test_a_damaged_experiment_file_is_read_or_refused_in_one_line(tmp_path_factory, edits):
+    """Malformed TOML, bytes that are not UTF-8 and wrong nesting, in a study file: it reads and plans, or the error
+    is a PPVAEError (one line on the command line), never a traceback."""
+    if isinstance(edits, dict):  # a [study] table of any shape on top of a bundled study
+        text = _study_file(edits)
+    else:
+        text = STUDY_TOML
+        for kind, at, arg in edits:
+            text = text[:at] + text[at + arg:] if kind == "cut" else text[:at] + arg + text[at:]
+    path = tmp_path_factory.mktemp("fuzz") / "study.toml"
+    path.write_bytes(text)
+    try:
+        found = study.read(str(path))
+        if found is None:
+            config.load(str(path))
+        else:
+            for scale in found.scales or ["smoke"]:
+                study.plan(found, scale)
+    except PPVAEError as e:
+        assert str(e).strip() and "\n" not in str(e).strip(), e

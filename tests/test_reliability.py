@@ -1,6 +1,7 @@
 """Bad input gets one clear message and exit code 2, before any training; a diverging run
 stops with its last good checkpoint intact; a damaged checkpoint is reported, not unpickled."""
 
+import errno
 import json
 import math
 import os
@@ -13,6 +14,7 @@ from ppvae import runs
 from ppvae.cli import main
 from ppvae.errors import OutOfMemory
 from ppvae.evaluation.memory import retry_on_oom
+from ppvae.evaluation.progress import EvaluationProgress
 from ppvae.infer.trainer import Trainer
 
 TINY = ["data.max_train=64", "data.max_test=32", "train.epochs=1", "train.batch_size=32", "eval.k=4",
@@ -107,6 +109,11 @@ def test_decoder_output_must_fit_the_images(capsys, tmp_path):
     assert_clear_error(code, err, "observed site 'x' has distribution shape [32, 65]", "shape [32, 64]")
 
 
+def test_a_pair_too_large_for_memory_names_the_sizes_to_lower(capsys, tmp_path):
+    code, err = run(capsys, tmp_path, "quickstart", *TINY, "model.latent_dim=100000000000")
+    assert_clear_error(code, err, "does not fit in memory", "lower model.latent_dim or the hidden widths")
+
+
 def test_torch_error_in_a_user_pair_is_one_line(capsys, tmp_path):
     code, err = run(capsys, tmp_path, "quickstart", *TINY, write_pair(tmp_path, decoder_in_extra=1))
     assert_clear_error(code, err, "The model failed on its first batch", "RuntimeError: mat1 and mat2 shapes")
@@ -158,8 +165,8 @@ def test_truncated_checkpoint_is_reported(capsys, tmp_path, finished_run):
 
 def test_an_evaluation_that_would_take_too_long_is_refused_with_its_estimate(capsys, finished_run):
     before = (finished_run / runs.METRICS).read_text()
-    code = main(["eval", str(finished_run), "--k", "1000", "eval.max_hours=1e-9"])
-    assert_clear_error(code, capsys.readouterr().err, "eval.k = 1000 would take about", "samples per second",
+    code = main(["eval", str(finished_run), "--k", "100000", "eval.max_hours=1e-9"])  # many chunks
+    assert_clear_error(code, capsys.readouterr().err, "eval.k = 100000 would take about", "samples per second",
                        "more than eval.max_hours = 1e-09", "raise eval.max_hours")
     assert (finished_run / runs.METRICS).read_text() == before
     status = (finished_run / runs.STATUS).read_text()
@@ -299,3 +306,48 @@ def test_retry_on_oom_gives_a_clear_error_at_the_smallest_chunk():
 
     with pytest.raises(OutOfMemory, match="even with chunks of 4.*eval.k"):
         retry_on_oom(fn, 16, min_chunk=4)
+
+
+# ----------------------------------------------------------------------------- disks
+
+def test_a_read_only_run_folder_is_refused_before_the_evaluation(capsys, monkeypatch, finished_run):
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):
+        if str(path).startswith(str(finished_run)):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    monkeypatch.setattr(EvaluationProgress, "__call__", lambda self, samples: pytest.fail("evaluated anyway"))
+    code = main(["eval", str(finished_run)])
+    assert_clear_error(code, capsys.readouterr().err, f"Cannot write {finished_run}: Read-only file system",
+                       "copied somewhere writable")
+
+
+def test_a_full_disk_stops_the_run_with_its_last_checkpoint_and_resume_finishes_it(capsys, tmp_path, monkeypatch):
+    real_fsync, train_step = os.fsync, Trainer.train_step
+    disk = {"full": False, "filled_once": False}
+
+    def fsync(fd):
+        if disk["full"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    def step_then_fill_the_disk(self, x, y=None):
+        loss = train_step(self, x, y)
+        if self.step == 3 and not disk["filled_once"]:  # during epoch 2 (two steps per epoch)
+            disk["full"] = disk["filled_once"] = True
+        return loss
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(Trainer, "train_step", step_then_fill_the_disk)
+    code, err = run(capsys, tmp_path, "quickstart", *TINY, "train.epochs=3")
+    assert_clear_error(code, err, "No space left on the disk for", "KB)", "the last checkpoint is kept",
+                       "ppvae run --resume")
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert runs.load_checkpoint(run_dir / runs.CHECKPOINT)["trainer"]["epoch"] == 1
+    assert not list(run_dir.glob(".*.tmp"))
+    disk["full"] = False
+    assert main(["run", "--resume", str(run_dir)]) == 0
+    assert [r["epoch"] for r in runs.read_jsonl(run_dir / runs.EPOCHS)] == [1, 2, 3]

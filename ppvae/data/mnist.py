@@ -21,9 +21,12 @@ def read_idx(path, kind: str, count: int) -> np.ndarray:
     if len(raw) < header or raw[:4] != bytes([0, 0, 8, ndim]):
         raise DataError(f"{path} is not an MNIST IDX {kind} file; delete it and download or copy it again.")
     dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    if dims[0] != count or len(raw) != header + int(np.prod(dims)):
-        raise DataError(f"{path} is truncated or has {dims[0]} items instead of {count}; "
+    if dims[0] != count:
+        raise DataError(f"{path} holds {dims[0]} {kind}, not the {count} of this split; "
                         "delete it and download or copy it again.")
+    if len(raw) != header + int(np.prod(dims)):
+        raise DataError(f"{path} is truncated: {len(raw)} bytes of the {header + int(np.prod(dims))} its header "
+                        "promises; delete it and download or copy it again.")
     data = np.frombuffer(raw, dtype=np.uint8, offset=header)
     return data.reshape(dims[0], -1) if kind == IMAGES else data.astype(np.int64)
 

@@ -40,8 +40,12 @@ def _scale_npz(x: np.ndarray, how: str, path: Path) -> np.ndarray:
     looks_uint8 = lo >= 0 and hi <= 255 and (x.dtype == np.uint8 or bool(np.all(x == np.round(x))))
     if how == "auto" and looks_uint8:
         return x.astype(np.float32) / 255.0
-    fix = ("set data.scale = '255' to divide by 255, or rescale the data to [0, 1]" if how == "none"
-           else "rescale the data to [0, 1] (or set data.scale = '255' if they are 0..255 pixels)")
+    if lo < 0:
+        fix = "rescale the data to [0, 1] (negative values are not pixel intensities)"
+    elif how == "none":
+        fix = "set data.scale = '255' to divide by 255, or rescale the data to [0, 1]"
+    else:
+        fix = "rescale the data to [0, 1] (or set data.scale = '255' if they are 0..255 pixels)"
     raise DataError(f"{path}: 'x' ranges over [{lo:g}, {hi:g}], outside [0, 1] (data.scale = {how!r}); {fix}.")
 
 
@@ -71,6 +75,11 @@ class Npz(DataSource):
             raise DataError(f"data.path {str(path)!r} does not exist (looked in {path.resolve().parent}); "
                             "point data.path at your .npz file.")
         save_hint = "save it with np.savez(path, x=images[, y=labels])"
+        with open(path, "rb") as fh:
+            start = fh.read(6)
+        if not start.startswith((b"PK", b"\x93NUMPY")):  # the zip archive np.savez writes, or a bare .npy
+            raise DataError(f"{path} is not an .npz file (it starts with {start!r}, not a zip archive's 'PK'); "
+                            f"{save_hint}.")
         try:
             f = np.load(path, allow_pickle=False)
         except Exception as e:
@@ -108,4 +117,7 @@ class Npz(DataSource):
             if y.min() < 0:
                 raise DataError(f"{path}: 'y' has negative labels; map them to integers 0..K-1.")
             num_classes = int(y.max()) + 1
+            if num_classes > len(x):  # e.g. raw ids: a CVAE would build a one-hot layer this wide
+                raise DataError(f"{path}: 'y' goes up to {num_classes - 1}, more classes than the {len(x)} images; "
+                                "labels are class indices 0..K-1: relabel with np.unique(y, return_inverse=True)[1].")
         return (*self.split(x, y), shape, num_classes)

@@ -22,7 +22,16 @@ from ppvae.analyses import RunContext
 from ppvae.build import build_pair, pair_params
 from ppvae.config import Config, build, from_run_folder, to_dict
 from ppvae.data import Dataset, load_dataset
-from ppvae.errors import CheckpointError, ConfigError, DataError, Interrupted, PPVAEError, TrainingError, reported_as
+from ppvae.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    Interrupted,
+    PairError,
+    PPVAEError,
+    TrainingError,
+    reported_as,
+)
 from ppvae.evaluation.figures import run_figures
 from ppvae.evaluation.loglik import evaluate_detailed
 from ppvae.infer.estimators import make_estimator
@@ -54,8 +63,14 @@ def prepare(cfg: Config) -> tuple[Dataset, Trainer]:
     if data.train_x.shape[0] == 0:
         raise DataError(f"The training set of {cfg.data.name!r} is empty; lower data.test_fraction "
                         "or raise data.max_train.")
-    with reported_as("Building the model/guide pair failed"):
-        model, guide = build_pair(cfg, data)
+    try:
+        with reported_as("Building the model/guide pair failed"):
+            model, guide = build_pair(cfg, data)
+    except PairError as e:
+        if isinstance(e.__cause__, MemoryError) or "can't allocate memory" in str(e):
+            raise ConfigError(f"The model/guide pair does not fit in memory ({e}); lower model.latent_dim or the "
+                              "hidden widths (model.decoder.hidden, guide.encoder.hidden).") from e
+        raise
     trainer = Trainer(model, guide, make_estimator(cfg.estimator), cfg.train, device)
     trainer.setup(*next(data.batches(cfg.train.batch_size, shuffle=False)))  # binarized as in training
     seed_everything(cfg.train.seed)

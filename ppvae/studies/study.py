@@ -39,9 +39,51 @@ from ppvae.config import Config, build, read_experiment, resolve_experiment
 from ppvae.errors import ConfigError
 from ppvae.studies import run as one_run
 
-STUDY_KEYS = {"vary", "variants", "seeds", "columns", "scales"}
 DEFAULT_COLUMNS = ["test_nll", "test_elbo", "test_kl", "test_recon_mse", "seconds_per_epoch"]
 RUN_REF = re.compile(r"\{run:([^}]+)\}")  # {run:VARIANT}: that variant's run folder
+
+
+def _strings(v: object) -> bool:
+    return isinstance(v, list) and all(isinstance(s, str) for s in v)
+
+
+def _values(v: object) -> bool:
+    return isinstance(v, list) and bool(v)
+
+
+def _scale_spec(v: object) -> bool:
+    return _strings(v) or (isinstance(v, dict) and set(v) <= {"set", "vary"} and _strings(v.get("set", []))
+                           and isinstance(v.get("vary", {}), dict) and all(map(_values, v.get("vary", {}).values())))
+
+
+# [study]'s keys and their shapes, checked when the file is read: a mistyped file is one line, not a TypeError later.
+# A table's shape is that of each of its entries.
+STUDY_TABLES = {
+    "vary": (_values, "a list of the values to try, e.g. [2, 5, 10]"),
+    "variants": (_strings, 'a list of overrides, e.g. ["model.latent_dim=10"]'),
+    "scales": (_scale_spec, 'a list of overrides, e.g. ["train.epochs=40"], or { set = [...], vary = { key = [...] } }'),
+}
+STUDY_LISTS = {
+    "seeds": (lambda v: isinstance(v, list) and bool(v) and all(type(s) is int for s in v),
+              "a list of integer seeds, e.g. seeds = [0, 1, 2]"),
+    "columns": (_strings, 'a list of metric names, e.g. columns = ["test_nll", "test_elbo"]'),
+}
+
+
+def _check_shapes(spec: dict, path: Path) -> None:
+    for key, value in spec.items():
+        if key in STUDY_LISTS:
+            ok, shape = STUDY_LISTS[key]
+            if not ok(value):
+                raise ConfigError(f"{path}: [study] {key} = {registry.toml_value(value)} must be {shape}.")
+            continue
+        ok, shape = STUDY_TABLES[key]
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: [study] {key} = {registry.toml_value(value)} must be a table whose entries "
+                              f"are each {shape}.")
+        for name, entry in value.items():
+            if not ok(entry):
+                raise ConfigError(f"{path}: [study.{key}] {name} = {registry.toml_value(entry)} must be {shape}.")
 
 
 @dataclasses.dataclass
@@ -77,9 +119,10 @@ def read(name_or_path: str) -> Study | None:
         return None
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: [study] must be a table.")
-    unknown = set(spec) - STUDY_KEYS
+    unknown = set(spec) - {*STUDY_TABLES, *STUDY_LISTS}
     if unknown:
-        raise ConfigError(f"Unknown key(s) in [study]: {sorted(unknown)}. Valid keys: {sorted(STUDY_KEYS)}.")
+        raise ConfigError(f"Unknown key(s) in [study]: {sorted(unknown)}. Valid keys: {sorted({*STUDY_TABLES, *STUDY_LISTS})}.")
+    _check_shapes(spec, path)
     raw.setdefault("name", path.stem)
     return Study(raw["name"], raw, dict(spec.get("vary", {})), dict(spec.get("variants", {"": []})),
                  list(spec.get("seeds", [raw.get("train", {}).get("seed", 0)])),

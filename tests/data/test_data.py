@@ -159,6 +159,8 @@ def test_npz_integer_valued_floats_0_255_and_explicit_scale(tmp_path):
     ({"x": np.zeros((10, 4)), "y": np.linspace(0, 1, 10)}, "auto", "non-integer labels"),
     ({"x": np.zeros((10, 4)), "y": np.array(list("abcdefghij"))}, "auto", "non-integer labels"),
     ({"x": np.zeros((10, 4)), "y": -np.arange(10)}, "auto", "negative labels"),
+    ({"x": np.zeros((10, 4)), "y": np.array([0, 10**9] * 5)}, "auto", "more classes than the 10 images"),
+    ({"x": np.full((10, 4), -0.5)}, "none", "negative values are not pixel intensities"),
     ({"x": np.array(list("abcdefghij")).reshape(10, 1)}, "auto", "real numbers"),
 ])
 def test_npz_bad_inputs_give_helpful_errors(tmp_path, arrays, scale, message):
@@ -178,8 +180,22 @@ def test_npz_missing_or_wrong_file(tmp_path):
     with pytest.raises(DataError, match="single .npy array"):
         load_dataset(dict(name="npz", path=str(tmp_path / "one.npy")))
     (tmp_path / "junk.npz").write_bytes(b"not a zip file")
-    with pytest.raises(DataError, match="Cannot read .*np.savez"):
+    with pytest.raises(DataError, match="is not an .npz file .*starts with b'not a '.*np.savez"):
         load_dataset(dict(name="npz", path=str(tmp_path / "junk.npz")))
+    (tmp_path / "cut.npz").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(DataError, match="Cannot read .*np.savez"):
+        load_dataset(dict(name="npz", path=str(tmp_path / "cut.npz")))
+
+
+@pytest.mark.parametrize("count, cut, message", [(9, 0, "holds 9 images, not the 10 of this split"),
+                                                 (10, 5, "is truncated: 7851 bytes of the 7856 its header promises")])
+def test_an_idx_file_with_the_wrong_count_or_cut_short_says_which(tmp_path, count, cut, message):
+    from ppvae.data.mnist import IMAGES, read_idx
+
+    raw = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (count, 28, 28)) + bytes(count * 784)
+    (tmp_path / "images-idx3-ubyte").write_bytes(raw[:len(raw) - cut])
+    with pytest.raises(DataError, match=message):
+        read_idx(tmp_path / "images-idx3-ubyte", IMAGES, 10)
 
 
 # --- missing files, downloads that cannot work, corrupted files ------------------------------
