@@ -351,3 +351,11 @@ def test_a_full_disk_stops_the_run_with_its_last_checkpoint_and_resume_finishes_
     disk["full"] = False
     assert main(["run", "--resume", str(run_dir)]) == 0
     assert [r["epoch"] for r in runs.read_jsonl(run_dir / runs.EPOCHS)] == [1, 2, 3]
+
+
+def test_run_files_are_readable_by_a_colleague_as_the_umask_allows(finished_run):
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [p for p in finished_run.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".png" for p in files) and any(p.name == "metrics.json" for p in files)
+    assert {p.name: p.stat().st_mode & 0o777 for p in files} == {p.name: 0o666 & ~umask for p in files}
