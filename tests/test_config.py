@@ -302,7 +302,7 @@ def test_mangled_config_is_a_short_run_or_a_clear_error(mutation_list):
 
 # ----------------------------------------------------------------------------- fuzzed TOML files
 
-STUDY_TOML = (Path(config.__file__).parent.parent / "experiments" / "burda_vae.toml").read_bytes()
+STUDY_TOML = Path(config.resolve_experiment("burda_vae")).read_bytes()  # wherever the package is installed
 text_edits = st.one_of(
     st.tuples(st.just("cut"), st.integers(0, len(STUDY_TOML)), st.integers(1, 40)),
     st.tuples(st.just("insert"), st.integers(0, len(STUDY_TOML)),
