@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 from collections.abc import Callable
@@ -45,7 +44,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise PPVAEError(f"ppvae eval changes eval.* settings only, not {', '.join(other)}; "
                          "use 'ppvae run --resume RUN_DIR' to change training.")
     run_dir = Path(args.run_dir)
-    with runs.owned(run_dir) if (run_dir / runs.CONFIG).is_file() else contextlib.nullcontext():
+    with runs.owned_if_run_folder(run_dir):
         cfg, data, trainer, _ = experiment.load_run(run_dir, overrides, trust=args.trust_pair)
         metrics = experiment.finish(cfg, run_dir, data, trainer)
     for key in ("test_ll", "test_ll_se", "test_elbo", "test_recon_loglik", "test_kl", "test_recon_mse",

@@ -30,7 +30,7 @@ CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"  # the parameters at the best validation bound (runs with data.validation)
 REPORT = "report.md"
 STATUS = "STATUS"  # one line: running, interrupted, failed or trained, and how to continue
-EVALUATIONS = "evaluations"  # one JSON record per evaluation (k, test points, seed, checkpoint); metrics.json: the latest
+EVALUATIONS = "evaluations"  # a JSON record per evaluation (k, test points, seed, checkpoint); metrics.json: the latest
 LOCK = ".lock"  # held by the one process working in the run folder; holds its PID
 
 
@@ -74,6 +74,12 @@ def owned(run_dir: Path) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def owned_if_run_folder(path: Path) -> contextlib.AbstractContextManager[None]:
+    """:func:`owned` for a run folder (one with ``config.json``); nothing for anything else, which the
+    caller then reports as not a run folder (no ``.lock`` is left in a folder given by mistake)."""
+    return owned(path) if (Path(path) / CONFIG).is_file() else contextlib.nullcontext()
 
 
 def _umask() -> int:

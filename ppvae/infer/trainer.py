@@ -51,7 +51,7 @@ from ppvae.errors import (
 from ppvae.infer import optimizers, schedules  # noqa: F401  (registers the parts TrainSettings defaults to)
 from ppvae.infer.contract import check_pair
 from ppvae.infer.estimators import Estimator
-from ppvae.infer.importance import iwae_bound, log_weights
+from ppvae.infer.importance import ELEMENT_BUDGET, iwae_bound, log_weights
 from ppvae.nn import eval_mode
 from ppvae.registry import Param, Part, Section, Spec
 
@@ -479,7 +479,7 @@ def validation_bound(model: Callable, guide: Callable, data: Dataset, k: int, se
     """IWAE_k per validation point (k = 1: the ELBO), nats, in evaluation mode, from its own random stream
     (``seed``), so measuring it changes nothing of training."""
     x_all, y_all = data.valid_x, data.valid_y
-    rows = max(1, 2**21 // (k * max(1, x_all.shape[1])))  # model-output floats alive at once, as the evaluator
+    rows = max(1, ELEMENT_BUDGET // (k * max(1, x_all.shape[1])))
     total = torch.zeros((), device=x_all.device)
     devices = [x_all.device] if x_all.device.type == "cuda" else []
     with eval_mode(model, guide), torch.random.fork_rng(devices=devices):

@@ -212,8 +212,7 @@ def run(cfg: Config | None, out: Path | str = "runs", resume: Path | None = None
     with contextlib.ExitStack() as stack:
         if resume is not None:
             run_dir = Path(resume)
-            if (run_dir / runs.CONFIG).is_file():
-                stack.enter_context(runs.owned(run_dir))
+            stack.enter_context(runs.owned_if_run_folder(run_dir))
             cfg, data, trainer, _ = load_run(run_dir, overrides, trust)
             runs.read_jsonl(run_dir / runs.EPOCHS)  # readable, before config.json takes the overrides
             runs.write_json(run_dir / runs.CONFIG, to_dict(cfg))

@@ -61,7 +61,8 @@ def _scale_spec(v: object) -> bool:
 STUDY_TABLES = {
     "vary": (_values, "a list of the values to try, e.g. [2, 5, 10]"),
     "variants": (_strings, 'a list of overrides, e.g. ["model.latent_dim=10"]'),
-    "scales": (_scale_spec, 'a list of overrides, e.g. ["train.epochs=40"], or { set = [...], vary = { key = [...] } }'),
+    "scales": (_scale_spec,
+               'a list of overrides, e.g. ["train.epochs=40"], or { set = [...], vary = { key = [...] } }'),
 }
 STUDY_LISTS = {
     "seeds": (lambda v: isinstance(v, list) and bool(v) and all(type(s) is int for s in v),
@@ -70,7 +71,13 @@ STUDY_LISTS = {
 }
 
 
+STUDY_KEYS = sorted({*STUDY_TABLES, *STUDY_LISTS})
+
+
 def _check_shapes(spec: dict, path: Path) -> None:
+    unknown = set(spec) - set(STUDY_KEYS)
+    if unknown:
+        raise ConfigError(f"Unknown key(s) in [study]: {sorted(unknown)}. Valid keys: {STUDY_KEYS}.")
     for key, value in spec.items():
         if key in STUDY_LISTS:
             ok, shape = STUDY_LISTS[key]
@@ -119,9 +126,6 @@ def read(name_or_path: str) -> Study | None:
         return None
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: [study] must be a table.")
-    unknown = set(spec) - {*STUDY_TABLES, *STUDY_LISTS}
-    if unknown:
-        raise ConfigError(f"Unknown key(s) in [study]: {sorted(unknown)}. Valid keys: {sorted({*STUDY_TABLES, *STUDY_LISTS})}.")
     _check_shapes(spec, path)
     raw.setdefault("name", path.stem)
     return Study(raw["name"], raw, dict(spec.get("vary", {})), dict(spec.get("variants", {"": []})),
