@@ -12,26 +12,87 @@ from ppvae import config
 from ppvae.errors import Interrupted, PPVAEError
 
 
-def cmd_run(args: argparse.Namespace) -> None:
+def cmd_run(args: argparse.Namespace) -> int | None:
     from ppvae.studies import run as experiment
     from ppvae.studies import study
 
+    if args.nproc:
+        return launch_ranks(args)
     if args.resume:  # positional arguments are all overrides here
         overrides = [args.experiment, *args.overrides] if args.experiment else args.overrides
         run_dir = experiment.run(None, resume=Path(args.resume), overrides=overrides, trust=args.trust_pair)
     elif study.read(args.experiment) is not None:
+        from ppvae.studies import workers
+
         variants = args.variants.split(",") if args.variants else None
-        folder = study.run(args.experiment, args.scale or "smoke", args.overrides, out=args.out, variants=variants)
+        shard = workers.parse_shard(args.shard) if args.shard else None
+        pool = workers.Pool(args.workers, args.threads_per_run, args.gpus_per_run, args.address)
+        folder = study.run(args.experiment, args.scale or "smoke", args.overrides, out=args.out, variants=variants,
+                           pool=pool, shard=shard)
         print(f"study folder: {folder}")
-        print(f"results:      {folder / 'results.md'}")
+        if shard:
+            print(f"shard {args.shard} done; once every shard is: ppvae study merge FOLDER... (or this command "
+                  "without --shard, where the shards share a folder)")
+        else:
+            print(f"results:      {folder / 'results.md'}")
         return
     else:
-        if args.scale or args.variants:
-            raise PPVAEError(f"{args.experiment!r} is a single run, not a study; drop --scale / --variants.")
+        study_only = [f"--{k.replace('_', '-')}" for k in ("scale", "variants", "workers", "threads_per_run",
+                                                            "gpus_per_run", "address", "shard")
+                      if getattr(args, k) not in (None, 1, 0.0)]
+        if study_only:
+            raise PPVAEError(f"{args.experiment!r} is a single run, not a study; drop {', '.join(study_only)}.")
         cfg = config.load(args.experiment, args.overrides)
         run_dir = experiment.run(cfg, out=args.out)
     print(f"run folder: {run_dir}")
     print(f"report:     {run_dir / 'report.md'}")
+
+
+def launch_ranks(args: argparse.Namespace) -> int:
+    """``ppvae run CONFIG --nproc N``: the same command as N data-parallel ranks under torchrun
+    (``torch.distributed.run``), after the config is checked here; returns torchrun's exit code."""
+    import os
+    import signal
+    import subprocess
+
+    import torch
+
+    from ppvae import runs
+    from ppvae.infer.trainer import resolve_device
+    from ppvae.studies import study
+
+    if args.resume:
+        cfg = config.build(runs.read_json(Path(args.resume) / runs.CONFIG))
+    elif study.read(args.experiment) is not None:
+        raise PPVAEError("--nproc trains one run on several processes; for a study use --workers.")
+    else:
+        cfg = config.load(args.experiment, args.overrides)
+    device = resolve_device(cfg.train.device)
+    devices = torch.cuda.device_count() if device.type == "cuda" else os.cpu_count() or 1
+    if args.nproc > devices:
+        where = f"{devices} GPU(s)" if device.type == "cuda" else f"{devices} CPU core(s)"
+        raise PPVAEError(f"--nproc {args.nproc} is more ranks than this machine's {where}; give --nproc {devices} or "
+                         "fewer.")
+    rest = [a for i, a in enumerate(args.argv) if a != "--nproc" and not (i and args.argv[i - 1] == "--nproc")
+            and not a.startswith("--nproc=")]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "ppvae.cli", *rest]
+    ranks = subprocess.Popen(command)
+    forward = lambda signum, frame: ranks.send_signal(signum)  # noqa: E731  (torchrun passes it to every rank)
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return ranks.wait()
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+def cmd_study_merge(args: argparse.Namespace) -> None:
+    from ppvae.studies import study
+
+    folder = study.merge([Path(f) for f in args.folders], Path(args.out) if args.out else None)
+    print(f"study folder: {folder}")
+    print(f"results:      {folder / 'results.md'}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -140,8 +201,25 @@ def parser() -> argparse.ArgumentParser:
                         "train.lr, train.device and eval.*")
     r.add_argument("--scale", help="for a study: which [study.scales] entry to run (default smoke)")
     r.add_argument("--variants", metavar="A,B", help="for a study: run only these named [study.variants]")
+    r.add_argument("--workers", type=count(1), default=1,
+                   help="for a study: runs at once, each a Ray task in its own process (default 1: one after another "
+                        "in this process)")
+    r.add_argument("--threads-per-run", type=count(1), metavar="T", help="for a study: torch threads of each run")
+    r.add_argument("--gpus-per-run", type=float, default=0.0, metavar="G",
+                   help="for a study on Ray: the share of a GPU each run takes (0.25 packs four runs on one GPU)")
+    r.add_argument("--address", help="for a study: the Ray cluster to run on (auto, HOST:PORT or ray://HOST:PORT; "
+                                     "default a local one); the study folder must be on a disk every node sees")
+    r.add_argument("--nproc", type=count(1), metavar="N",
+                   help="train one run data-parallel on N processes (torchrun; gloo on CPU, NCCL on GPUs)")
+    r.add_argument("--shard", metavar="I/N", help="for a study: run only the I-th of N slices of its runs "
+                                                  "(then: ppvae study merge)")
     trust_pair(r)
     r.set_defaults(func=cmd_run)
+    st = sub.add_parser("study", help="work on study folders").add_subparsers(dest="action", required=True)
+    mg = st.add_parser("merge", help="one results table and figures from the folders the shards of a study wrote")
+    mg.add_argument("folders", nargs="+", metavar="STUDY_DIR")
+    mg.add_argument("--out", help="the merged study folder (default the first STUDY_DIR)")
+    mg.set_defaults(func=cmd_study_merge)
     e = sub.add_parser("eval", help="re-evaluate a run folder (metrics.json, figures, report.md)")
     e.add_argument("run_dir")
     e.add_argument("overrides", nargs="*", help="eval.* overrides such as eval.num_test=1000 eval.gradient_study=true")
@@ -192,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run" and not args.experiment and not args.resume:
         parser().error("run needs an experiment name or --resume RUN_DIR")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except Interrupted as e:
         print(f"stopped: {e}", file=sys.stderr)
         return 128 + e.signum  # the shell's convention for a process ended by a signal
@@ -203,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stopped: interrupted; files already written are intact (every write is atomic).", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -34,10 +34,15 @@ EVALUATIONS = "evaluations"  # a JSON record per evaluation (k, test points, see
 LOCK = ".lock"  # held by the one process working in the run folder; holds its PID
 
 
+def safe_name(name: str) -> str:
+    """``name`` as a folder name: characters unsafe in one become ``_``."""
+    return re.sub(r"[^\w.+-]", "_", name).lstrip(".") or "run"
+
+
 def new_run_dir(parent: Path | str, name: str) -> Path:
     """A fresh folder ``parent/name-YYYYmmdd-HHMMSS[-n]``; characters unsafe in a folder name become ``_``."""
     parent = Path(parent)
-    name = re.sub(r"[^\w.+-]", "_", name).lstrip(".") or "run"
+    name = safe_name(name)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
         path = parent / (f"{name}-{stamp}" + (f"-{n}" if n else ""))
@@ -49,6 +54,15 @@ def new_run_dir(parent: Path | str, name: str) -> Path:
         except OSError as e:
             raise write_error(path, e) from None
     raise FileExistsError(f"Could not create a new run folder under {parent}.")
+
+
+def make_dir(path: Path) -> Path:
+    """``path`` as a folder (created with its parents if missing), or a clear error if it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(path, e) from None
+    return path
 
 
 @contextlib.contextmanager
@@ -159,6 +173,15 @@ def write_npz(path: Path, arrays: dict, compressed: bool = False) -> Path:
 def write_status(run_dir: Path, text: str) -> None:
     """Say in the run folder what state the run is in and how to continue it."""
     write_bytes_atomic(Path(run_dir) / STATUS, (text.rstrip() + "\n").encode())
+
+
+def evaluated(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` has finished: trained to its last epoch and evaluated."""
+    status = Path(run_dir) / STATUS
+    if not ((Path(run_dir) / METRICS).is_file() and status.is_file()):
+        return False
+    text = status.read_text()
+    return text.startswith("trained:") and " Evaluated: " in text
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -48,7 +48,7 @@ from ppvae.errors import (
     one_line,
     reported_as,
 )
-from ppvae.infer import optimizers, schedules  # noqa: F401  (registers the parts TrainSettings defaults to)
+from ppvae.infer import distributed, optimizers, schedules  # noqa: F401  (registers the parts TrainSettings defaults to)
 from ppvae.infer.contract import check_pair
 from ppvae.infer.estimators import Estimator
 from ppvae.infer.importance import ELEMENT_BUDGET, iwae_bound, log_weights
@@ -144,8 +144,9 @@ class Trainer:
     check_every = 50  # steps between reads of the device-side finiteness record (one host sync each)
 
     def __init__(self, model: Callable, guide: Callable, estimator: Estimator, cfg: TrainSettings = TrainSettings(),
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", group: distributed.Group | None = None):
         self.model, self.guide, self.estimator, self.cfg = model, guide, estimator, cfg
+        self.group = group  # the ranks of a data-parallel run (ppvae.infer.distributed); None: this process alone
         self.schedule = cfg.schedule.create()
         self.device = torch.device(device)
         for part in (model, guide):
@@ -162,6 +163,7 @@ class Trainer:
         self.epoch_loss = torch.zeros((), device=self.device)
         self.epoch_seconds = 0.0
         self.stop_signal: int | None = None  # set by a signal handler: stop after the current step
+        self._agreed_stop: int | None = None  # data-parallel: a stop every rank has seen, after the same step
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         self._bad_loss = torch.zeros((), device=self.device)
         pyro.clear_param_store()
@@ -189,6 +191,8 @@ class Trainer:
             raise PairError("The pair has no parameters to train: register its networks with pyro.module "
                             "(or use PyroModule / pyro.param).")
         self.optimizer = self.cfg.optimizer.create(list(self.params.values()), self.cfg.lr, self.cfg.weight_decay)
+        if self.group:
+            self.group.broadcast_(list(self.params.values()))  # every rank starts from rank 0's parameters
 
     # ------------------------------------------------------------------ steps
 
@@ -201,15 +205,41 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """One optimizer step; returns the batch's summed loss as a device tensor."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.estimator.backward(self.model, self.guide, x, y, scale=1.0 / x.shape[0])
+        if self.group is None:
+            loss = self.estimator.backward(self.model, self.guide, x, y, scale=1.0 / x.shape[0])
+        else:
+            loss = self._data_parallel_backward(x, y)
         self._record_finite(loss)
         if self.cfg.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.cfg.clip_grad_norm)
         self.optimizer.step()
         with torch.no_grad():
+            if self.group:  # on the global batch, from a stream all ranks share: the same update everywhere
+                torch.manual_seed(distributed.step_seed(self.cfg.seed, self.step, distributed.SHARED))
             self._hook("after_step", self.model, self.guide, x, y)
         self.step += 1
         return loss
+
+    def _data_parallel_backward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """This rank's slice of the global batch, its gradient of ``loss / global batch size``, summed over
+        the ranks with the losses and the stop requests in one all-reduce; returns the global batch's loss."""
+        group = self.group
+        torch.manual_seed(distributed.step_seed(self.cfg.seed, self.step, group.rank))
+        xs, ys = group.slice(x), group.slice(y)
+        params = list(self.params.values())
+        if xs.shape[0]:
+            loss = self.estimator.backward(self.model, self.guide, xs, ys, scale=1.0 / x.shape[0])
+        else:  # a last batch smaller than the number of ranks
+            loss = torch.zeros((), device=self.device)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        stop = torch.tensor([float(self.stop_signal or 0)], device=self.device)
+        flat = torch.cat([g.reshape(-1) for g in grads] + [loss.reshape(1).to(grads[0]), stop.to(grads[0])])
+        group.sum_(flat)
+        for p, part in zip(params, torch.split(flat[:-2], [p.numel() for p in params])):
+            p.grad = part.view_as(p)
+        if flat[-1].item() > 0:  # some rank was asked to stop: all stop after this step
+            self._agreed_stop = self.stop_signal or signal.SIGTERM
+        return flat[-2]
 
     @torch.no_grad()
     def before_evaluation(self, data: Dataset) -> None:
@@ -256,11 +286,12 @@ class Trainer:
 
     def raise_if_stopped(self) -> None:
         """Raise Interrupted if a stop was requested; the state is then consistent for ``state_dict``."""
-        if self.stop_signal is None:
+        signum = self.stop_signal if self.group is None else self._agreed_stop
+        if signum is None:
             return
         self.check_finite()  # never hand a diverged state over to be saved
-        raise Interrupted(f"Stopped by {signal.Signals(self.stop_signal).name} at epoch {self.epoch + 1}, "
-                          f"step {self.step} (batch {self.batch} of the epoch).", self.stop_signal)
+        raise Interrupted(f"Stopped by {signal.Signals(signum).name} at epoch {self.epoch + 1}, "
+                          f"step {self.step} (batch {self.batch} of the epoch).", signum)
 
     def run_epoch(self, data: Dataset) -> Iterator[torch.Tensor]:
         """Train one epoch, or its rest after a mid-epoch resume; yields each batch's loss.
@@ -303,6 +334,9 @@ class Trainer:
         self.check_finite()
         self.epoch += 1
         self.batch = 0
+        if self.group:  # batch-norm statistics of rank 0 everywhere, so evaluation-mode numbers agree
+            self.group.broadcast_([b for part in (self.model, self.guide) if isinstance(part, torch.nn.Module)
+                                   for b in part.buffers()])
         self._hook("on_epoch_end", self.epoch)
 
     def fit_epoch(self, data: Dataset, on_batch: Callable[[], None] | None = None) -> EpochResult:
@@ -450,6 +484,15 @@ def stop_on_signals(trainer: Trainer) -> contextlib.AbstractContextManager[None]
         trainer.stop_signal = signum
 
     return _handling_signals(request_stop)
+
+
+@contextlib.contextmanager
+def noting_signals() -> Iterator[list[int]]:
+    """Ctrl-C and SIGTERM are noted in the list this yields, for a loop that stops at its next check
+    (one that waits in C code, as Ray's driver does, must not be interrupted inside it)."""
+    noted: list[int] = []
+    with _handling_signals(lambda signum, frame: noted.append(signum)):
+        yield noted
 
 
 def interrupt_on_signals() -> contextlib.AbstractContextManager[None]:

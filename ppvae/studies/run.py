@@ -34,6 +34,7 @@ from ppvae.errors import (
 )
 from ppvae.evaluation.figures import run_figures
 from ppvae.evaluation.loglik import evaluate_detailed
+from ppvae.infer import distributed
 from ppvae.infer.estimators import make_estimator
 from ppvae.infer.trainer import Trainer, interrupt_on_signals, resolve_device, seed_everything, stop_on_signals
 from ppvae.nn import eval_mode
@@ -41,7 +42,7 @@ from ppvae.nn import eval_mode
 RESUMABLE = ("train.epochs", "train.lr", "train.device", "eval.")  # what ``--resume`` overrides may change
 
 
-def _absolute_paths(cfg: Config) -> Config:
+def absolute_paths(cfg: Config) -> Config:
     """Store a user pair's and plugins' file paths absolutely so the run folder works from anywhere."""
     target, sep, func = cfg.model.pair.rpartition(":")
     if sep and target.endswith(".py"):
@@ -59,6 +60,9 @@ def prepare(cfg: Config) -> tuple[Dataset, Trainer]:
         pair_params(cfg)  # the factory's own parameters, checked before the data are loaded
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
+    group = distributed.from_environment(device)  # started by torchrun: one rank of a data-parallel run
+    if group and device.type == "cuda":
+        device = torch.device("cuda", group.local_rank)
     data = load_dataset(cfg.data).to(device)
     if data.train_x.shape[0] == 0:
         raise DataError(f"The training set of {cfg.data.name!r} is empty; lower data.test_fraction "
@@ -71,18 +75,19 @@ def prepare(cfg: Config) -> tuple[Dataset, Trainer]:
             raise ConfigError(f"The model/guide pair does not fit in memory ({e}); lower model.latent_dim or the "
                               "hidden widths (model.decoder.hidden, guide.encoder.hidden).") from e
         raise
-    trainer = Trainer(model, guide, make_estimator(cfg.estimator), cfg.train, device)
+    trainer = Trainer(model, guide, make_estimator(cfg.estimator), cfg.train, device, group)
     trainer.setup(*next(data.batches(cfg.train.batch_size, shuffle=False)))  # binarized as in training
     seed_everything(cfg.train.seed)
     return data, trainer
 
 
-def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+def changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two config dicts."""
     out = []
     for key in sorted(old.keys() | new.keys()):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _changed_keys(a, b, f"{prefix}{key}.")
+            out += changed_keys(a, b, f"{prefix}{key}.")
         elif a != b:
             out.append(prefix + key)
     return out
@@ -112,7 +117,7 @@ def _load_run(run_dir: Path, overrides: Sequence[str]) -> tuple[Config, Dataset,
     cfg = build(raw)
     if overrides:
         new = build(raw, overrides)
-        fixed = [k for k in _changed_keys(to_dict(cfg), to_dict(new)) if not k.startswith(RESUMABLE)]
+        fixed = [k for k in changed_keys(to_dict(cfg), to_dict(new)) if not k.startswith(RESUMABLE)]
         if fixed:
             raise ConfigError(f"A resumed run cannot change {', '.join(fixed)}: the checkpoint was trained with "
                               f"them. Only {', '.join(k + '*' * k.endswith('.') for k in RESUMABLE)} can change "
@@ -128,9 +133,9 @@ def _load_run(run_dir: Path, overrides: Sequence[str]) -> tuple[Config, Dataset,
     return cfg, data, trainer, state
 
 
-def _progress(total: int, initial: int) -> tqdm:
+def _progress(total: int, initial: int, shown: bool = True) -> tqdm:
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=0.5,
-                file=sys.stderr, disable=None)
+                file=sys.stderr, disable=None if shown else True)
 
 
 def train(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer) -> float:
@@ -140,30 +145,34 @@ def train(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer) -> float:
     step raises TrainingError and leaves the last good checkpoint alone. Either way the run
     folder's STATUS file says how to continue.
     """
+    main = trainer.group is None or trainer.group.main  # of a data-parallel run, rank 0 alone writes
+    write = runs if main else _NoWrites
+
     def save() -> tuple[int, int]:
-        runs.save_checkpoint(run_dir / runs.CHECKPOINT, {"trainer": trainer.state_dict(), "config": to_dict(cfg)})
+        write.save_checkpoint(run_dir / runs.CHECKPOINT, {"trainer": trainer.state_dict(), "config": to_dict(cfg)})
         return trainer.epoch, trainer.step
 
     # A crash between the two per-epoch writes leaves metrics.jsonl one epoch ahead of the checkpoint.
     history = runs.read_jsonl(run_dir / runs.EPOCHS)
-    runs.write_jsonl(run_dir / runs.EPOCHS, [r for r in history if r["epoch"] <= trainer.epoch])
+    write.write_jsonl(run_dir / runs.EPOCHS, [r for r in history if r["epoch"] <= trainer.epoch])
     saved = (trainer.epoch, trainer.step) if (run_dir / runs.CHECKPOINT).is_file() else save()
     resume = f"ppvae run --resume {run_dir}"
-    runs.write_status(run_dir, f"running (pid {os.getpid()}; if that process is gone, it crashed: continue with: "
-                               f"{resume})")
+    write.write_status(run_dir, f"running (pid {os.getpid()}; if that process is gone, it crashed: continue with: "
+                                f"{resume})")
     steps_per_epoch = math.ceil(data.train_x.shape[0] / cfg.train.batch_size)
     start = time.perf_counter()
     try:
-        with _progress(cfg.train.epochs * steps_per_epoch, trainer.step) as bar, stop_on_signals(trainer):
+        with _progress(cfg.train.epochs * steps_per_epoch, trainer.step, main) as bar, stop_on_signals(trainer):
             while trainer.epoch < cfg.train.epochs and not trainer.validation.stopped:
                 result = trainer.fit_epoch(data, on_batch=lambda: bar.update(1))
                 record = dataclasses.asdict(result) | trainer.extra_metrics()
                 if result.best:  # the best validation bound so far: these parameters are the run's best checkpoint
-                    runs.save_checkpoint(run_dir / runs.BEST, {"trainer": trainer.state_dict(), "config": to_dict(cfg)})
-                runs.append_jsonl(run_dir / runs.EPOCHS, record)
+                    write.save_checkpoint(run_dir / runs.BEST,
+                                          {"trainer": trainer.state_dict(), "config": to_dict(cfg)})
+                write.append_jsonl(run_dir / runs.EPOCHS, record)
                 saved = save()
                 bar.set_postfix(loss=f"{result.train_loss:.2f}", test_elbo=f"{result.test_elbo:.2f}")
-                if bar.disable:
+                if bar.disable and main:
                     valid = "" if result.valid_bound is None else f", validation bound {result.valid_bound:.3f}"
                     print(f"epoch {result.epoch}/{cfg.train.epochs}: train loss {result.train_loss:.3f}, "
                           f"test ELBO {result.test_elbo:.3f}{valid}", file=sys.stderr)
@@ -171,15 +180,21 @@ def train(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer) -> float:
     except Interrupted as e:
         save()
         message = f"{e} Its checkpoint is saved; continue with: {resume}"
-        runs.write_status(run_dir, f"interrupted: {message}")
+        write.write_status(run_dir, f"interrupted: {message}")
         raise Interrupted(message, e.signum) from None
     except TrainingError as e:
         message = (f"{e} The last good checkpoint (epoch {saved[0]}, step {saved[1]}) is kept in {run_dir}; after "
                    f"fixing the cause continue from it with: {resume} (add e.g. train.lr=... to change the learning rate).")
-        runs.write_status(run_dir, f"failed: {message}")
+        write.write_status(run_dir, f"failed: {message}")
         raise TrainingError(message) from e
-    runs.write_status(run_dir, _trained(trainer))
+    write.write_status(run_dir, _trained(trainer))
     return time.perf_counter() - start
+
+
+class _NoWrites:
+    """The run-folder writes of :func:`train` on a rank other than 0: none."""
+
+    save_checkpoint = write_jsonl = append_jsonl = write_status = staticmethod(lambda *args: None)
 
 
 def _trained(trainer: Trainer) -> str:
@@ -206,25 +221,39 @@ def write_report(cfg: Config, run_dir: Path, metrics: dict, figs: list[Path], se
 
 
 def run(cfg: Config | None, out: Path | str = "runs", resume: Path | None = None,
-        overrides: Sequence[str] = (), trust: bool = False) -> Path:
-    """Train, evaluate and write a run folder; with ``resume`` continue an existing one,
-    applying ``overrides`` (only keys in ``RESUMABLE``; ``trust``: see :func:`load_run`)."""
+        overrides: Sequence[str] = (), trust: bool = False, folder: Path | None = None) -> Path:
+    """Train, evaluate and write a run folder (a new one under ``out``, or ``folder`` itself: a
+    study's runs have fixed folders); with ``resume`` continue an existing one, applying
+    ``overrides`` (only keys in ``RESUMABLE``; ``trust``: see :func:`load_run`)."""
     with contextlib.ExitStack() as stack:
+        stack.callback(distributed.leave)
         if resume is not None:
             run_dir = Path(resume)
-            stack.enter_context(runs.owned_if_run_folder(run_dir))
+            if _is_main():
+                stack.enter_context(runs.owned_if_run_folder(run_dir))
             cfg, data, trainer, _ = load_run(run_dir, overrides, trust)
             runs.read_jsonl(run_dir / runs.EPOCHS)  # readable, before config.json takes the overrides
-            runs.write_json(run_dir / runs.CONFIG, to_dict(cfg))
+            if _is_main():
+                runs.write_json(run_dir / runs.CONFIG, to_dict(cfg))
         else:
-            cfg = _absolute_paths(cfg)
+            cfg = absolute_paths(cfg)
             data, trainer = prepare(cfg)
-            run_dir = runs.new_run_dir(out, cfg.name or "run")
-            stack.enter_context(runs.owned(run_dir))
-            runs.write_json(run_dir / runs.CONFIG, to_dict(cfg))
+            run_dir = None
+            if _is_main():
+                run_dir = runs.new_run_dir(out, cfg.name or "run") if folder is None else runs.make_dir(Path(folder))
+                stack.enter_context(runs.owned(run_dir))
+                runs.write_json(run_dir / runs.CONFIG, to_dict(cfg))
+            if trainer.group:
+                run_dir = Path(trainer.group.broadcast_text(None if run_dir is None else str(run_dir)))
         seconds = train(cfg, run_dir, data, trainer)
-        finish(cfg, run_dir, data, trainer, {"train_seconds_this_session": seconds})
+        if _is_main():  # rank 0 evaluates; the other ranks of a data-parallel run are done
+            finish(cfg, run_dir, data, trainer, {"train_seconds_this_session": seconds})
     return run_dir
+
+
+def _is_main() -> bool:
+    """Whether this process writes the run folder: a run of its own, or rank 0 of a data-parallel one."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def finish(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: dict | None = None) -> dict:

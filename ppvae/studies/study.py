@@ -16,12 +16,15 @@ is replaced by the run folder of variant NAME at the same grid point and seed, a
 first (``bayesian_map = ["model.weights={name = 'bayesian', init = '{run:normal}'}"]``: a
 Bayesian decoder initialized from the point-estimate run, MAP initialization).
 
-``ppvae run NAME --scale smoke`` writes one run folder per run inside a study folder, then
-``results.md`` and ``results.csv`` with one row per run (``--variants a,b`` runs only those
+``ppvae run NAME --scale smoke`` writes one run folder per run inside the study folder
+``runs/NAME-smoke/`` (each run's folder is named by its label, and ``study.json`` holds the plan),
+then ``results.md`` and ``results.csv`` with one row per run (``--variants a,b`` runs only those
 named variants and those they start from), ``curves.png`` (train and test bound against training
 samples seen, every run overlaid), for a two-key grid ``heatmap_*.png`` of the final train loss
 and test ELBO, and what each analysis enabled in its runs adds across them (``analyses.json``
-and a section of ``results.md`` each).
+and a section of ``results.md`` each). The same command again keeps finished runs and resumes
+stopped ones. Where the runs execute (here one by one, or on Ray in parallel) is
+:mod:`ppvae.studies.workers`; ``--shard i/n`` runs a slice and :func:`merge` joins the slices.
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ import dataclasses
 import itertools
 import json
 import re
+import shutil
 from pathlib import Path
 
 from ppvae import plots, registry, runs, tables
 from ppvae.analyses import StudyRun
 from ppvae.config import Config, build, read_experiment, resolve_experiment
-from ppvae.errors import ConfigError
-from ppvae.studies import run as one_run
+from ppvae.errors import ConfigError, TrainingError
+from ppvae.studies import workers
 
 DEFAULT_COLUMNS = ["test_nll", "test_elbo", "test_kl", "test_recon_mse", "seconds_per_epoch"]
 RUN_REF = re.compile(r"\{run:([^}]+)\}")  # {run:VARIANT}: that variant's run folder
@@ -209,31 +213,115 @@ def _ordered_by_needs(planned: list[Planned]) -> list[Planned]:
 
 
 def run(name_or_path: str, scale: str = "smoke", overrides: list[str] = (), out: Path | str = "runs",
-        variants: list[str] | None = None) -> Path:
-    """Run every run of a study (or of the variants named in ``variants``) and write the study's tables and figures."""
+        variants: list[str] | None = None, pool: workers.Pool = workers.Pool(),
+        shard: tuple[int, int] | None = None) -> Path:
+    """Run every run of a study (or of the variants named in ``variants``; with ``shard = (i, n)``
+    the i-th of n slices of them) in ``out/NAME-SCALE``, and write the study's tables and figures.
+
+    The same call again keeps the finished runs, resumes the stopped ones and runs the rest; a
+    shard writes no table (:func:`merge` builds it from the shards' folders, or the same call
+    without ``shard`` once every shard is done)."""
     study = read(name_or_path)
     if study is None:
         raise ConfigError(f"{name_or_path!r} has no [study] table; run it without --scale.")
+    pool.check()
     planned = _ordered_by_needs(plan(study, scale, list(overrides), variants))
-    study_dir = runs.new_run_dir(out, f"{study.name}-{scale}")
-    folders: dict[tuple, Path] = {}
-    rows, done = [], []
-    for p in planned:
-        cfg = p.cfg
-        if p.needs:
-            filled = [RUN_REF.sub(lambda m: str(folders[m.group(1), p.point, p.seed]), o) for o in p.overrides]
-            raw = copy.deepcopy(study.base)
-            raw["name"] = cfg.name
-            cfg = build(raw, filled)
-        run_dir = one_run.run(cfg, out=study_dir)
-        folders[p.variant, p.point, p.seed] = run_dir
-        metrics = runs.read_json(run_dir / runs.METRICS)
-        rows.append({"run": p.label, "folder": run_dir.name} | {c: metrics.get(c) for c in study.columns})
-        done.append((p.label, cfg))
-        write_table(study_dir, rows, study.columns, f"{study.name} ({scale} scale)")
-    study_figures(study_dir, done, rows, list(_scale(study, scale)[1]))
-    aggregate(study_dir, done, rows, study.columns, f"{study.name} ({scale} scale)")
+    study_dir = runs.make_dir(Path(out).resolve() / runs.safe_name(f"{study.name}-{scale}"))
+    jobs = _jobs(study, planned, study_dir)
+    spec = {"study": study.name, "scale": scale, "title": f"{study.name} ({scale} scale)", "columns": study.columns,
+            "grid": list(_scale(study, scale)[1]), "runs": [{"label": j.label, "folder": j.folder.name} for j in jobs]}
+    runs.write_json(study_dir / PLAN, spec)
+    chosen = jobs if shard is None else workers.shard(jobs, *shard)
+    for job in chosen:
+        workers.check_folder(job)  # before any run starts
+
+    def table_so_far(job: workers.Job) -> None:
+        if shard is None:
+            write_table(study_dir, _rows(study_dir, spec)[0], spec["columns"], spec["title"])
+
+    failed = workers.execute(chosen, pool, on_done=table_so_far)
+    if shard is None:
+        tabulate(study_dir)
+    if failed:
+        lines = "".join(f"\n  {j.label}: {failed[j.folder]}" for j in chosen if j.folder in failed)
+        raise TrainingError(f"{len(failed)} of the study's {len(chosen)} runs did not finish (their run folders say "
+                            f"why; the results table holds the others):{lines}\nFix the cause and run the same "
+                            "command again: finished runs are kept.")
     return study_dir
+
+
+PLAN = "study.json"  # a study folder's plan: its runs' labels and folders, columns and grid
+
+
+def _jobs(study: Study, planned: list[Planned], study_dir: Path) -> list[workers.Job]:
+    """Each planned run with its fixed folder, and the folders of the runs it starts from filled in."""
+    folders: dict[tuple, Path] = {}
+    jobs = []
+    for p in planned:
+        name = runs.safe_name(p.cfg.name)
+        while any(f.name == name for f in folders.values()):  # two labels that are one folder name
+            name += "_"
+        folder = folders[p.variant, p.point, p.seed] = study_dir / name
+        needs = tuple(folders[n, p.point, p.seed] for n in p.needs)
+        filled = tuple(RUN_REF.sub(lambda m: str(folders[m.group(1), p.point, p.seed]), o) for o in p.overrides)
+        base = copy.deepcopy(study.base) | {"name": p.cfg.name}
+        jobs.append(workers.Job(p.label, base, filled, folder, f"{p.point} seed={p.seed}", needs))
+    return jobs
+
+
+def _rows(study_dir: Path, spec: dict) -> tuple[list[dict], list[tuple[str, Config]]]:
+    """The table's rows of the plan's finished runs, and their labels and configs."""
+    rows, done = [], []
+    for entry in spec["runs"]:
+        folder = study_dir / entry["folder"]
+        if runs.evaluated(folder):
+            metrics = runs.read_json(folder / runs.METRICS)
+            rows.append({"run": entry["label"], "folder": folder.name} | {c: metrics.get(c) for c in spec["columns"]})
+            done.append((entry["label"], build(runs.read_json(folder / runs.CONFIG))))
+    return rows, done
+
+
+def tabulate(study_dir: Path) -> None:
+    """The study's table, figures and analyses' sections from its finished run folders."""
+    spec = runs.read_json(study_dir / PLAN)
+    rows, done = _rows(study_dir, spec)
+    if not rows:
+        return
+    study_figures(study_dir, done, rows, spec["grid"])
+    aggregate(study_dir, done, rows, spec["columns"], spec["title"])
+
+
+def merge(folders: list[Path], out: Path | None = None) -> Path:
+    """One study folder from the folders its shards wrote (on one machine or copied from several):
+    every finished run folder is copied into ``out`` (default the first folder), then the table
+    and figures are built."""
+    plans = []
+    for folder in map(Path, folders):
+        if not (folder / PLAN).is_file():
+            raise ConfigError(f"{folder} is not a study folder (it has no {PLAN}); give the folders that "
+                              "'ppvae run STUDY --shard i/n' wrote.")
+        plans.append(runs.read_json(folder / PLAN))
+    first = plans[0]
+    for folder, spec in zip(folders, plans):
+        if (spec["study"], spec["scale"], spec["runs"]) != (first["study"], first["scale"], first["runs"]):
+            raise ConfigError(f"{folder} holds another study or scale ({spec['study']}, {spec['scale']}) or other runs "
+                              f"than {folders[0]} ({first['study']}, {first['scale']}); merge the shards of one study.")
+    target = runs.make_dir(Path(out or folders[0]).resolve())
+    missing = []
+    for entry in first["runs"]:
+        dst = target / entry["folder"]
+        src = next((Path(f) / entry["folder"] for f in folders if runs.evaluated(Path(f) / entry["folder"])), None)
+        if src is None:
+            missing.append(entry["label"])
+        elif not runs.evaluated(dst):
+            shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns(runs.LOCK))
+    if missing:
+        raise ConfigError(f"{len(missing)} of the study's {len(first['runs'])} runs are not finished in any of the "
+                          f"folders given: {', '.join(missing)}. Run the shards that hold them (the same command "
+                          "resumes them), then merge again.")
+    runs.write_json(target / PLAN, first)
+    tabulate(target)
+    return target
 
 
 def aggregate(folder: Path, done: list[tuple[str, Config]], rows: list[dict], columns: list[str], title: str) -> None:
@@ -313,4 +401,4 @@ def write_table(folder: Path, rows: list[dict], columns: list[str], title: str, 
     runs.write_bytes_atomic(folder / "results.md", text.encode())
 
 
-__all__ = ["Study", "Planned", "read", "plan", "run", "write_table", "study_figures", "aggregate"]
+__all__ = ["Study", "Planned", "read", "plan", "run", "merge", "tabulate", "write_table", "study_figures", "aggregate"]

@@ -47,7 +47,8 @@ def test_study_runs_every_variant_and_tabulates(tmp_path, capsys):
     assert all(float(r["test_recon_mse"]) < 1 for r in rows)
     assert (folder / "results.md").read_text().count("\n| ") == 2 + 4  # header, rule, four runs
     runs = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    assert len(runs) == 4 and runs[0].startswith("tiny-ae__model.latent_dim_2-")
+    assert runs == ["tiny-ae__model.latent_dim_2", "tiny-ae__model.latent_dim_3", "tiny-vae__model.latent_dim_2",
+                    "tiny-vae__model.latent_dim_3"]  # fixed names: the same command again finds them
     assert json.loads((folder / runs[0] / "config.json").read_text())["train"]["seed"] == 3
     assert "point mass" in (folder / runs[0] / "report.md").read_text()  # the autoencoder's test_ll is no bound
 
