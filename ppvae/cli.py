@@ -98,6 +98,7 @@ def cmd_study_merge(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from ppvae import runs
     from ppvae.studies import run as experiment
+    from ppvae.studies import workers
 
     overrides = [*args.overrides, *([f"eval.k={args.k}"] if args.k is not None else [])]
     other = [o for o in overrides if not o.startswith("eval.")]
@@ -105,9 +106,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise PPVAEError(f"ppvae eval changes eval.* settings only, not {', '.join(other)}; "
                          "use 'ppvae run --resume RUN_DIR' to change training.")
     run_dir = Path(args.run_dir)
+    pool = workers.Pool(args.workers, args.threads_per_run)
+    pool.check()
     with runs.owned_if_run_folder(run_dir):
         cfg, data, trainer, _ = experiment.load_run(run_dir, overrides, trust=args.trust_pair)
-        metrics = experiment.finish(cfg, run_dir, data, trainer)
+        shards = (workers.evaluation_shards(run_dir, overrides, experiment.test_points(cfg, data)[0].shape[0], pool)
+                  if pool.on_ray else None)
+        metrics = experiment.finish(cfg, run_dir, data, trainer, shards=shards)
     for key in ("test_ll", "test_ll_se", "test_elbo", "test_recon_loglik", "test_kl", "test_recon_mse",
                 "active_units", "khat_share_above_0_7", "khat_share_above_1", "ess_median", "ess_p05"):
         value = metrics.get(key)
@@ -224,6 +229,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("overrides", nargs="*", help="eval.* overrides such as eval.num_test=1000 eval.gradient_study=true")
     e.add_argument("--k", type=count(1), help="importance samples (default: the run's eval.k)")
+    e.add_argument("--workers", type=count(1), default=1,
+                   help="split the test points over N Ray worker processes (default 1: this process); the same numbers")
+    e.add_argument("--threads-per-run", type=count(1), metavar="T", help="torch threads of each worker")
     trust_pair(e)
     e.set_defaults(func=cmd_eval)
     c = sub.add_parser("compare", help="table, ArviZ diagnostics (seeds as chains) and figures across run folders")

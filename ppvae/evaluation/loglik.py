@@ -188,9 +188,11 @@ def _default_seed() -> int:
 @torch.no_grad()
 def row_blocks(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None, *,
                k: int, chunk_size: int = 0, chunk_points: int = 0, seed: int | None = None,
-               on_samples: Callable[[int], None] | None = None) -> Iterator[RowBlock]:
+               on_samples: Callable[[int], None] | None = None, rows: slice | None = None) -> Iterator[RowBlock]:
     """Log-weights of k samples per data point, one row block at a time (see the module docstring).
-    ``on_samples`` is told the number of (point, sample) pairs done after each chunk.
+    ``on_samples`` is told the number of (point, sample) pairs done after each chunk. ``rows``: only
+    these points of ``x``, with the draws they get in the whole (the tiles are those of all of ``x``),
+    so slices evaluated apart (in parallel) give the numbers of one evaluation.
 
     On a CUDA out-of-memory error a chunk is retried with half the samples; the draws are
     tied to tiles, not chunks, so the numbers stay the same. The pair is in evaluation mode
@@ -199,30 +201,32 @@ def row_blocks(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tenso
     """
     with eval_mode(model, guide):
         yield from _row_blocks(model, guide, x, y, k=k, chunk_size=chunk_size, chunk_points=chunk_points, seed=seed,
-                               on_samples=on_samples or (lambda samples: None))
+                               on_samples=on_samples or (lambda samples: None),
+                               rows=slice(0, x.shape[0]) if rows is None else rows)
 
 
 def _row_blocks(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None, *,
                 k: int, chunk_size: int, chunk_points: int, seed: int | None,
-                on_samples: Callable[[int], None]) -> Iterator[RowBlock]:
+                on_samples: Callable[[int], None], rows: slice) -> Iterator[RowBlock]:
     seed = _default_seed() if seed is None else seed
-    n = x.shape[0]
+    n = rows.stop - rows.start
     nesting = max_plate_nesting(model, guide, x[:1], _rows(y, slice(0, 1)))
     points, k_chunk = plan_chunks(n, k, x[0].numel(), chunk_size, chunk_points)
     reuse_freed_memory()
     _check_guide_is_a_function(guide, x[:CHECK_POINTS], _rows(y, slice(0, CHECK_POINTS)))
     direct = direct_pair(model, guide, x, y)
     tiles = TiledProposal(guide, x, y, k, nesting, seed, direct)
-    for rows in _spans(n, points):
-        xb, yb = x[rows], _rows(y, rows)
+    for block in _spans(n, points):
+        block = slice(rows.start + block.start, rows.start + block.stop)
+        xb, yb = x[block], _rows(y, block)
         q = direct_posterior(guide, xb, yb) if direct else None
         blocks, recon, latent, done = [], 0.0, 0.0, 0
         while done < k:
             def chunk(size: int, start: int = done) -> LogWeights:
                 ks = slice(start, min(k, start + size))
                 if direct:
-                    return direct_log_weights(model, guide, xb, yb, tiles.trace(rows, ks).nodes[LATENT]["value"], q)
-                replayed = poutine.replay(guide, trace=tiles.trace(rows, ks))
+                    return direct_log_weights(model, guide, xb, yb, tiles.trace(block, ks).nodes[LATENT]["value"], q)
+                replayed = poutine.replay(guide, trace=tiles.trace(block, ks))
                 return log_weights(model, replayed, xb, yb, k=ks.stop - ks.start, nesting=nesting)
 
             lw, k_chunk = retry_on_oom(chunk, k_chunk)
@@ -233,8 +237,8 @@ def _row_blocks(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tens
             recon = recon + lw.obs.sum(0)
             latent = latent + lw.latent.sum(0)
             done += lw.obs.shape[0]
-            on_samples(lw.obs.shape[0] * (rows.stop - rows.start))
-        yield RowBlock(rows, torch.cat(blocks).T, recon, latent, bool(tiles.point_mass))
+            on_samples(lw.obs.shape[0] * (block.stop - block.start))
+        yield RowBlock(block, torch.cat(blocks).T, recon, latent, bool(tiles.point_mass))
 
 
 def _check_guide_is_a_function(guide: Callable, x: torch.Tensor, y: torch.Tensor | None) -> None:
@@ -320,42 +324,79 @@ def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-@torch.no_grad()
-def evaluate_detailed(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None, *,
-                      k: int = 1000, chunk_size: int = 0, chunk_points: int = 0, seed: int | None = None,
-                      keep_log_weights: bool = False, max_hours: float = math.inf) -> Evaluation:
-    """IWAE test log-likelihood with its diagnostics, streamed over row blocks.
+@dataclass
+class Pointwise:
+    """The per-point results of the importance sampling for some rows of the test set; rows
+    evaluated apart (:func:`pointwise`) join with :meth:`join`."""
 
-    Per data point: the IWAE_k bound, ELBO, reconstruction term, KL, Pareto k-hat, ESS of
-    the normalized weights and E_q[z|x]; summaries go to ``metrics`` (nats per example).
-    Shows its progress; refuses (ConfigError) when its first chunks say it would take over ``max_hours``.
-    """
-    start = time.perf_counter()
-    seed = _default_seed() if seed is None else seed
-    n = x.shape[0]
+    columns: dict[str, np.ndarray]  # ll, elbo, recon, kl, khat, ess: one value per point
+    point_mass: bool
+    shifted: np.ndarray | None = None  # [points, k] float16 log-weights minus their row maximum, when kept
+    offset: np.ndarray | None = None  # [points] the row maxima
+
+    @staticmethod
+    def join(parts: list[Pointwise]) -> Pointwise:
+        cat = lambda arrays: None if arrays[0] is None else np.concatenate(arrays)  # noqa: E731
+        return Pointwise({key: np.concatenate([p.columns[key] for p in parts]) for key in parts[0].columns},
+                         any(p.point_mass for p in parts), cat([p.shifted for p in parts]),
+                         cat([p.offset for p in parts]))
+
+
+@torch.no_grad()
+def pointwise(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None, *, k: int,
+              seed: int, rows: slice | None = None, chunk_size: int = 0, chunk_points: int = 0,
+              keep_log_weights: bool = False, max_hours: float = math.inf) -> Pointwise:
+    """Per point of ``x[rows]`` (all of ``x`` by default): the IWAE_k bound, ELBO, reconstruction
+    term, KL, Pareto k-hat and ESS of the normalized weights, with the draws of the whole ``x``."""
+    rows = slice(0, x.shape[0]) if rows is None else rows
+    n = rows.stop - rows.start
     columns = {key: np.empty(n) for key in ("ll", "elbo", "recon", "kl", "khat", "ess")}
     shifted = np.empty((n, k), np.float16) if keep_log_weights else None
     offset = np.empty(n) if keep_log_weights else None
     point_mass = False
     with EvaluationProgress(n, k, max_hours) as progress:
         for b in row_blocks(model, guide, x, y, k=k, chunk_size=chunk_size, chunk_points=chunk_points, seed=seed,
-                            on_samples=progress):
+                            on_samples=progress, rows=rows):
+            here = slice(b.rows.start - rows.start, b.rows.stop - rows.start)
             point_mass = b.point_mass
             lw = b.log_w.double()
             lse = torch.logsumexp(lw, 1)
             part = {"ll": lse - math.log(k), "elbo": lw.mean(1), "recon": b.recon / k, "kl": -b.latent / k,
                     "ess": torch.exp(2 * lse - torch.logsumexp(2 * lw, 1))}
             for key, value in part.items():
-                columns[key][b.rows] = value.double().cpu().numpy()
+                columns[key][here] = value.double().cpu().numpy()
             lw_np = lw.cpu().numpy()
             top = lw_np.max(1)
             rounding = ROUNDING_ULPS * torch.finfo(b.log_w.dtype).eps * (1 + np.abs(top))
-            columns["khat"][b.rows] = diagnostics.pareto_khat(lw_np, atol=np.nan_to_num(rounding))
+            columns["khat"][here] = diagnostics.pareto_khat(lw_np, atol=np.nan_to_num(rounding))
             if keep_log_weights:
-                offset[b.rows] = top
-                shifted[b.rows] = (lw_np - top[:, None]).astype(np.float16)
+                offset[here] = top
+                shifted[here] = (lw_np - top[:, None]).astype(np.float16)
+    return Pointwise(columns, point_mass, shifted, offset)
+
+
+@torch.no_grad()
+def evaluate_detailed(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None, *,
+                      k: int = 1000, chunk_size: int = 0, chunk_points: int = 0, seed: int | None = None,
+                      keep_log_weights: bool = False, max_hours: float = math.inf,
+                      shards: Callable[[int], Pointwise] | None = None) -> Evaluation:
+    """IWAE test log-likelihood with its diagnostics, streamed over row blocks.
+
+    Per data point: the IWAE_k bound, ELBO, reconstruction term, KL, Pareto k-hat, ESS of
+    the normalized weights and E_q[z|x]; summaries go to ``metrics`` (nats per example).
+    Shows its progress; refuses (ConfigError) when its first chunks say it would take over ``max_hours``.
+    ``shards(seed)``, when given, computes the per-point part instead (as :func:`pointwise` with
+    that seed, e.g. its row slices in parallel processes): the same numbers.
+    """
+    start = time.perf_counter()
+    seed = _default_seed() if seed is None else seed
+    n = x.shape[0]
+    part = (shards(seed) if shards else
+            pointwise(model, guide, x, y, k=k, seed=seed, chunk_size=chunk_size, chunk_points=chunk_points,
+                      keep_log_weights=keep_log_weights, max_hours=max_hours))
+    columns = part.columns
     notes = []
-    if point_mass:
+    if part.point_mass:
         columns["khat"][:] = np.nan
         columns["ess"][:] = np.nan
         notes.append("The guide is a point mass: test_ll is log p(x, z = encoder(x)), not a bound on log p(x), "
@@ -368,7 +409,7 @@ def evaluate_detailed(model: Callable, guide: Callable, x: torch.Tensor, y: torc
     metrics |= {"eval_k": k, "eval_points": n, "eval_seed": seed, "eval_seconds": time.perf_counter() - start}
     if notes:
         metrics["eval_notes"] = notes
-    return Evaluation(metrics, columns | {"z_mean": z_mean}, shifted, offset)
+    return Evaluation(metrics, columns | {"z_mean": z_mean}, part.shifted, part.offset)
 
 
 def _posterior_means(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None,

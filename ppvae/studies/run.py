@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pyro
@@ -33,7 +33,7 @@ from ppvae.errors import (
     reported_as,
 )
 from ppvae.evaluation.figures import run_figures
-from ppvae.evaluation.loglik import evaluate_detailed
+from ppvae.evaluation.loglik import Pointwise, evaluate_detailed
 from ppvae.infer import distributed
 from ppvae.infer.estimators import make_estimator
 from ppvae.infer.trainer import Trainer, interrupt_on_signals, resolve_device, seed_everything, stop_on_signals
@@ -256,7 +256,8 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def finish(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: dict | None = None) -> dict:
+def finish(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: dict | None = None,
+           shards: Callable[[int], Pointwise] | None = None) -> dict:
     """Evaluate, draw the figures, run the enabled analyses, write ``metrics.json``, ``pointwise.npz`` and
     ``report.md``; returns the metrics.
 
@@ -266,7 +267,7 @@ def finish(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: d
     evaluate = f"ppvae eval {run_dir}"
     try:
         with interrupt_on_signals():
-            metrics = _evaluate(cfg, run_dir, data, trainer, extra)
+            metrics = _evaluate(cfg, run_dir, data, trainer, extra, shards)
     except PPVAEError as e:
         earlier = " metrics.json still holds the earlier evaluation." if (run_dir / runs.METRICS).is_file() else ""
         runs.write_status(run_dir, f"trained, not evaluated ({trainer.epoch} epochs, {trainer.step} steps): {e}"
@@ -278,7 +279,8 @@ def finish(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: d
     return metrics
 
 
-def _evaluate(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: dict | None) -> dict:
+def _evaluate(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra: dict | None,
+              shards: Callable[[int], Pointwise] | None) -> dict:
     """The work of :func:`finish`.
 
     The log-weight matrix is saved only when it fits ``eval.log_weights_mb``: evaluation is
@@ -288,20 +290,14 @@ def _evaluate(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra
     that was trained).
     """
     model, guide = trainer.model, trainer.guide
-    checkpoint = {"evaluated_checkpoint": "last"}
-    if cfg.eval.checkpoint == "best" and (run_dir / runs.BEST).is_file():
-        trainer.load_weights(runs.load_checkpoint(run_dir / runs.BEST)["trainer"])
-        v = trainer.validation
-        checkpoint = {"evaluated_checkpoint": f"best (epoch {v.best_epoch})", "best_epoch": v.best_epoch,
-                      "best_valid_bound": v.best, "stopped_early": v.stopped}
-    n = cfg.eval.num_test or data.test_x.shape[0]
-    y = None if data.test_y is None else data.test_y[:n]
+    checkpoint = evaluated_checkpoint(cfg, run_dir, trainer)
+    x, y = test_points(cfg, data)
     with eval_mode(model, guide):
         trainer.before_evaluation(data)
         pyro.set_rng_seed(cfg.train.seed + 1)
-        keep = n * cfg.eval.k * 2 <= cfg.eval.log_weights_mb * 2**20  # float16
-        result = evaluate_detailed(model, guide, data.test_x[:n], y, k=cfg.eval.k, chunk_size=cfg.eval.chunk_size,
-                                   keep_log_weights=keep, max_hours=cfg.eval.max_hours)
+        result = evaluate_detailed(model, guide, x, y, k=cfg.eval.k, chunk_size=cfg.eval.chunk_size,
+                                   keep_log_weights=keeps_log_weights(cfg, x), max_hours=cfg.eval.max_hours,
+                                   shards=shards)
         result.save(run_dir)
         metrics = result.metrics
         hist = runs.read_jsonl(run_dir / runs.EPOCHS)
@@ -319,8 +315,8 @@ def _evaluate(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra
         } | checkpoint | trainer.extra_metrics() | (extra or {})
         figs = run_figures(model, guide, data, run_dir)
     sections = []
-    ctx = RunContext(run_dir, cfg.name or "run", data, model, guide, trainer.params, cfg.train.seed, cfg.data.seed, n,
-                     metrics)
+    ctx = RunContext(run_dir, cfg.name or "run", data, model, guide, trainer.params, cfg.train.seed, cfg.data.seed,
+                     x.shape[0], metrics)
     for name, spec in cfg.eval.analyses.items():
         analysis = spec.create()
         failed = f"The analysis eval.{name} failed (the trained run is saved: ppvae eval {run_dir} retries it)"
@@ -345,6 +341,28 @@ def _evaluate(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra
     runs.write_json(run_dir / runs.METRICS, metrics)  # the latest, which the report and figures show
     write_report(cfg, run_dir, metrics, figs, sections)
     return metrics
+
+
+def evaluated_checkpoint(cfg: Config, run_dir: Path, trainer: Trainer) -> dict:
+    """Load the parameters evaluation uses (``eval.checkpoint``: the best validation bound's, when the
+    run has them, or the last) into ``trainer``; what ``metrics.json`` says of them."""
+    if cfg.eval.checkpoint == "best" and (run_dir / runs.BEST).is_file():
+        trainer.load_weights(runs.load_checkpoint(run_dir / runs.BEST)["trainer"])
+        v = trainer.validation
+        return {"evaluated_checkpoint": f"best (epoch {v.best_epoch})", "best_epoch": v.best_epoch,
+                "best_valid_bound": v.best, "stopped_early": v.stopped}
+    return {"evaluated_checkpoint": "last"}
+
+
+def test_points(cfg: Config, data: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The test points evaluation scores: the first ``eval.num_test`` (0: all)."""
+    n = cfg.eval.num_test or data.test_x.shape[0]
+    return data.test_x[:n], None if data.test_y is None else data.test_y[:n]
+
+
+def keeps_log_weights(cfg: Config, x: torch.Tensor) -> bool:
+    """Whether the N x k log-weight matrix fits ``eval.log_weights_mb`` (as float16) and is saved."""
+    return x.shape[0] * cfg.eval.k * 2 <= cfg.eval.log_weights_mb * 2**20
 
 
 def _version() -> str:

@@ -1,5 +1,6 @@
-"""Where a study's runs execute: one after another in this process, or as Ray tasks, each in a
-worker process of its own (Pyro's parameter store is global: one pair per process).
+"""Where a study's runs execute: one after another in this process, or as Ray tasks in worker
+processes, one run at a time in each (Pyro's parameter store is global: the trainer clears it for
+each run, so a worker is reused for the next run and its start-up is paid once).
 
 Every run has a fixed folder, so running the same study again skips the runs that finished,
 resumes the ones that stopped from their last checkpoint and starts the rest. A Ray worker that
@@ -18,13 +19,16 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from ppvae import runs
 from ppvae.config import Config, build, to_dict
-from ppvae.errors import ConfigError, Interrupted, PPVAEError, one_line
+from ppvae.errors import ConfigError, Interrupted, PPVAEError, TrainingError, one_line
+from ppvae.evaluation.loglik import Pointwise, pointwise
 from ppvae.infer.trainer import noting_signals
+from ppvae.nn import eval_mode
 from ppvae.studies import run as one_run
 
 RETRIES = 3  # times Ray runs a task again after its worker died; each retry resumes the run folder
@@ -152,12 +156,17 @@ def _blocked(job: Job, failed: dict[Path, str], jobs: list[Job]) -> bool:
     return bool(bad)
 
 
-def _on_ray(jobs: list[Job], pool: Pool, done: Callable[[Job, bool], None]) -> dict[Path, str]:
+def _ray():
     try:
         import ray
     except ImportError:
-        raise ConfigError("--workers > 1 and --address run a study on Ray, which is not installed: "
-                          "pip install 'ray>=2.9' (or drop the options to run the study in this process).") from None
+        raise ConfigError("--workers > 1 and --address run on Ray, which is not installed: pip install 'ray>=2.9' "
+                          "(or drop the options to run in this process).") from None
+    return ray
+
+
+def _on_ray(jobs: list[Job], pool: Pool, done: Callable[[Job, bool], None]) -> dict[Path, str]:
+    ray = _ray()
     threads = pool.threads or 1
     _start(ray, pool, threads)
     task = ray.remote(num_cpus=threads, num_gpus=pool.gpus, max_retries=RETRIES,
@@ -249,6 +258,48 @@ def _headline(folder: Path, kept: bool) -> str:
     return f"{text} ({folder.name})"
 
 
+def evaluation_shards(run_dir: Path, overrides: list[str], points: int, pool: Pool) -> Callable[[int], Pointwise]:
+    """``shards(seed)`` for :func:`ppvae.evaluation.loglik.evaluate_detailed`: the ``points`` test rows
+    cut into ``pool.workers`` slices, each evaluated by a Ray task that loads the run folder itself;
+    the draws are those of one evaluation with that seed (tiles of the whole test set), so the
+    numbers are too."""
+    def shards(seed: int) -> Pointwise:
+        ray = _ray()
+        _start(ray, pool, pool.threads or 1)
+        try:
+            task = ray.remote(num_cpus=pool.threads or 1, num_gpus=pool.gpus, max_retries=RETRIES,
+                              retry_exceptions=False)(_evaluate_rows)
+            cuts = np.linspace(0, points, pool.workers + 1).round().astype(int)
+            refs = [task.remote(str(run_dir), overrides, slice(int(a), int(b)), seed, pool.threads, os.getcwd())
+                    for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+            try:
+                return Pointwise.join(ray.get(refs))
+            except ray.exceptions.RayError as e:
+                raise TrainingError(f"A slice of the evaluation failed: {_task_error(e)}") from None
+        finally:
+            ray.shutdown()
+
+    return shards
+
+
+def _evaluate_rows(run_dir: str, overrides: list[str], rows: slice, seed: int, threads: int | None,
+                   cwd: str) -> Pointwise:
+    """One slice of a run's evaluation, in a Ray worker: the run rebuilt from its folder, the
+    evaluated checkpoint loaded and prepared as :func:`ppvae.studies.run.finish` prepares it."""
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+    if threads:
+        torch.set_num_threads(threads)
+    cfg, data, trainer, _ = one_run.load_run(Path(run_dir), overrides, trust=True)
+    one_run.evaluated_checkpoint(cfg, Path(run_dir), trainer)
+    x, y = one_run.test_points(cfg, data)
+    with eval_mode(trainer.model, trainer.guide):
+        trainer.before_evaluation(data)
+        return pointwise(trainer.model, trainer.guide, x, y, k=cfg.eval.k, seed=seed, rows=rows,
+                         chunk_size=cfg.eval.chunk_size, keep_log_weights=one_run.keeps_log_weights(cfg, x),
+                         max_hours=cfg.eval.max_hours)
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``"i/n"`` as (i, n), 1 <= i <= n."""
     i, sep, n = text.partition("/")
@@ -264,4 +315,4 @@ def shard(jobs: list[Job], i: int, n: int) -> list[Job]:
     return [job for job in jobs if groups.index(job.group) % n == i - 1]
 
 
-__all__ = ["Pool", "Job", "check_folder", "run_one", "execute", "parse_shard", "shard"]
+__all__ = ["Pool", "Job", "check_folder", "run_one", "execute", "evaluation_shards", "parse_shard", "shard"]

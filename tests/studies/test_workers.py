@@ -170,3 +170,19 @@ def test_ctrl_c_on_the_driver_leaves_every_run_resumable(longer_study, tmp_path)
     assert stopped and all((r / runs.STATUS).read_text().startswith("interrupted") for r in stopped)
     assert subprocess.run(command, capture_output=True).returncode == 0
     assert table(folder) == serial
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", ["point", "bayesian"])
+def test_an_evaluation_split_over_ray_workers_gives_the_same_numbers(tmp_path, capsys, weights):
+    """Slices of the test set evaluated in two worker processes draw what one evaluation draws (its
+    tiles, and for Bayesian decoder weights the global draws of its first tile)."""
+    tiny = ["data.max_train=200", "train.epochs=1", "eval.k=40", "eval.num_test=150", f"model.weights={weights}"]
+    assert main(["run", "quickstart", *tiny, "--out", str(tmp_path)]) == 0
+    (run_dir,) = tmp_path.iterdir()
+    one = runs.read_json(run_dir / runs.METRICS)
+    assert main(["eval", str(run_dir), "--workers", "2", "--threads-per-run", "1"]) == 0
+    two = runs.read_json(run_dir / runs.METRICS)
+    keys = ["test_ll", "test_ll_se", "test_elbo", "test_recon_loglik", "test_kl", "khat_median", "ess_median",
+            "eval_seed", "eval_points"]
+    assert {key: two[key] for key in keys} == pytest.approx({key: one[key] for key in keys}, rel=1e-7)  # float32 sums
