@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -44,18 +45,22 @@ def cmd_run(args: argparse.Namespace) -> int | None:
             raise PPVAEError(f"{args.experiment!r} is a single run, not a study; drop {', '.join(study_only)}.")
         cfg = config.load(args.experiment, args.overrides)
         run_dir = experiment.run(cfg, out=args.out)
-    print(f"run folder: {run_dir}")
-    print(f"report:     {run_dir / 'report.md'}")
+    if experiment.is_main():  # of a data-parallel run, rank 0 speaks
+        print(f"run folder: {run_dir}")
+        print(f"report:     {run_dir / 'report.md'}")
 
 
 def launch_ranks(args: argparse.Namespace) -> int:
-    """``ppvae run CONFIG --nproc N``: the same command as N data-parallel ranks under torchrun
-    (``torch.distributed.run``), after the config is checked here; returns torchrun's exit code."""
+    """``ppvae run CONFIG --nproc N``: the same command as N data-parallel ranks under torchelastic
+    (what ``torchrun --standalone`` runs), after the config is checked here. A Ctrl-C or SIGTERM
+    reaches every rank, which saves its step; the exit code is then 130 / 143, else the ranks'."""
     import os
-    import signal
-    import subprocess
+    import uuid
 
     import torch
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     from ppvae import runs
     from ppvae.infer.trainer import resolve_device
@@ -75,16 +80,19 @@ def launch_ranks(args: argparse.Namespace) -> int:
                          "fewer.")
     rest = [a for i, a in enumerate(args.argv) if a != "--nproc" and not (i and args.argv[i - 1] == "--nproc")
             and not a.startswith("--nproc=")]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
-               "-m", "ppvae.cli", *rest]
-    ranks = subprocess.Popen(command)
-    forward = lambda signum, frame: ranks.send_signal(signum)  # noqa: E731  (torchrun passes it to every rank)
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the ranks say what went wrong
+    launch = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=args.nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
     try:
-        return ranks.wait()
-    finally:
-        for s, old in previous.items():
-            signal.signal(s, old)
+        elastic_launch(launch, sys.executable)("-m", "ppvae.cli", *rest)
+    except ChildFailedError as e:
+        return next((f.exitcode for f in e.failures.values() if f.exitcode), 1)
+    except SignalException as e:
+        print(f"stopped: {signal.Signals(e.sigval).name}; every rank stopped after the same step and rank 0 saved "
+              "it: continue with 'ppvae run --resume RUN_DIR' (with or without --nproc).", file=sys.stderr)
+        return 128 + e.sigval
+    return 0
 
 
 def cmd_study_merge(args: argparse.Namespace) -> None:

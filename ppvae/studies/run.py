@@ -229,29 +229,29 @@ def run(cfg: Config | None, out: Path | str = "runs", resume: Path | None = None
         stack.callback(distributed.leave)
         if resume is not None:
             run_dir = Path(resume)
-            if _is_main():
+            if is_main():
                 stack.enter_context(runs.owned_if_run_folder(run_dir))
             cfg, data, trainer, _ = load_run(run_dir, overrides, trust)
             runs.read_jsonl(run_dir / runs.EPOCHS)  # readable, before config.json takes the overrides
-            if _is_main():
+            if is_main():
                 runs.write_json(run_dir / runs.CONFIG, to_dict(cfg))
         else:
             cfg = absolute_paths(cfg)
             data, trainer = prepare(cfg)
             run_dir = None
-            if _is_main():
+            if is_main():
                 run_dir = runs.new_run_dir(out, cfg.name or "run") if folder is None else runs.make_dir(Path(folder))
                 stack.enter_context(runs.owned(run_dir))
                 runs.write_json(run_dir / runs.CONFIG, to_dict(cfg))
             if trainer.group:
                 run_dir = Path(trainer.group.broadcast_text(None if run_dir is None else str(run_dir)))
         seconds = train(cfg, run_dir, data, trainer)
-        if _is_main():  # rank 0 evaluates; the other ranks of a data-parallel run are done
+        if is_main():  # rank 0 evaluates; the other ranks of a data-parallel run are done
             finish(cfg, run_dir, data, trainer, {"train_seconds_this_session": seconds})
     return run_dir
 
 
-def _is_main() -> bool:
+def is_main() -> bool:
     """Whether this process writes the run folder: a run of its own, or rank 0 of a data-parallel one."""
     return int(os.environ.get("RANK", "0")) == 0
 
