@@ -85,7 +85,7 @@ def launch_ranks(args: argparse.Namespace) -> int:
     launch = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=args.nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
     try:
-        elastic_launch(launch, sys.executable)("-m", "ppvae.cli", *rest)
+        elastic_launch(launch, sys.executable)("-P", "-m", "ppvae.cli", *rest)  # -P: the installed ppvae, not ./ppvae
     except ChildFailedError as e:
         return next((f.exitcode for f in e.failures.values() if f.exitcode), 1)
     except SignalException as e:
@@ -147,7 +147,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
         print(f"per-pixel sigma: {out['uncertainty']}")
     if "kl_mixture_prior" in out:
         print(f"KL(mixture || prior): {out['kl_mixture_prior']:.3f} +- {out['kl_mixture_prior_se']:.3f} nats "
-              f"(Monte Carlo, {args.components} components)")
+              f"(Monte Carlo, {args.components} components fit to the posterior means: the sampler's KL)")
+    if out.get("kl_aggregate_prior") is not None:
+        print(f"KL(q(z) || prior): {out['kl_aggregate_prior']:.3f} +- {out['kl_aggregate_prior_se']:.3f} nats, "
+              f"I_q(x; z) {out['mutual_information']:.3f}: the average KL {out['kl_avg_posterior_prior']:.3f} "
+              f"split over {out['surgery_points']} training points (the aggregate posterior's own KL)")
     if f"fd_{args.source}" in out:
         print(f"Frechet distance in ppvae's classifier features (not the Inception FID), "
               f"{out['fd_points']} images: {out[f'fd_{args.source}']:.3f}")

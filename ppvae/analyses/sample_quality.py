@@ -46,6 +46,7 @@ from ppvae.evaluation.sampling import (
     density_figure,
     density_panels,
     draw_latents,
+    elbo_surgery,
     fit_aggregate,
     kl_to_prior,
 )
@@ -236,10 +237,16 @@ class SampleQuality(Analysis):
         out = sample_quality(model, guide, data, self.n, mixture=mixture, seed=ctx.seed)
         out["aggregate_components"] = self.components
         out["kl_mixture_prior"], out["kl_mixture_prior_se"] = kl_to_prior(mixture, model, data.test_x)
-        report = tables.records([out], ["fd_prior", "fd_aggregate", "kl_mixture_prior", "kl_mixture_prior_se",
-                                        "fd_points", "fd_classifier_test_accuracy"]) + (
+        out |= elbo_surgery(model, guide, data.train_x, data.train_y)
+        report = tables.records([out], ["fd_prior", "fd_aggregate", "kl_mixture_prior", "kl_aggregate_prior",
+                                        "mutual_information", "kl_avg_posterior_prior", "fd_points",
+                                        "fd_classifier_test_accuracy"]) + (
             "\nFrechet distances in the features of ppvae's classifier (not the Inception FID; "
-            f"{out['fid_inception']}).\n")
+            f"{out['fid_inception']}). `kl_mixture_prior` is the KL of the sampler's mixture, fit to the "
+            "posterior means (their variances ignored, so collapsed units inflate it); `kl_aggregate_prior` "
+            "is the aggregate posterior's own KL, from the split of the ELBO's average KL "
+            "(`kl_avg_posterior_prior`) into it and the mutual information I_q(x; z), over "
+            f"{out['surgery_points']} training points.\n")
         if mixture.event_shape != (2,):
             return Result(out, report=report)
         panels = density_panels(model, guide, data, mixture)

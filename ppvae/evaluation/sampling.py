@@ -4,8 +4,9 @@ A VAE's prior p(z) and its aggregate posterior q(z) = 1/N sum_n q(z|x_n) rarely 
 decoder was trained only where q(z) has mass, so prior samples that land in the holes of
 q(z) decode to poor images. The aggregate sampler fits a Gaussian mixture (scikit-learn's
 ``GaussianMixture``, full covariances) to the posterior means of the training set, turns it
-into a Pyro ``MixtureSameFamily`` and decodes its samples. KL(mixture || prior) says how far
-the two are apart (Monte Carlo).
+into a Pyro ``MixtureSameFamily`` and decodes its samples. KL(mixture || prior) is that
+sampler's distance to the prior (Monte Carlo); it ignores the posterior variances, so it is not
+the aggregate posterior's KL, which :func:`elbo_surgery` computes (with the mutual information).
 
 Everything reads the sites ``z`` and ``x`` of the pair, so user pairs work unchanged.
 """
@@ -134,7 +135,34 @@ def aggregate_log_density(guide: Callable, x: torch.Tensor, z: torch.Tensor, y: 
     return total - math.log(x.shape[0])
 
 
-DENSITY_COLUMNS = ("prior p(z)", "aggregate posterior q(z)", "mixture fit")
+@torch.no_grad()
+def elbo_surgery(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None,
+                 points: int = 2000) -> dict[str, float | int | None]:
+    """The ELBO's average KL split into the mutual information and the aggregate posterior's own KL
+    (Hoffman & Johnson 2016): E_n KL(q(z|x_n) || p(z)) = I_q(x; z) + KL(q(z) || p(z)), with
+    q(z) = 1/M sum_n q(z|x_n) over the first M = ``points`` rows of ``x`` and one draw z_n ~ q(z|x_n)
+    each, so ``kl_aggregate_prior`` cannot exceed the average KL (up to its standard error) and
+    ``mutual_information`` cannot exceed log M. This is the KL of the aggregate posterior itself,
+    variances included, unlike ``kl_mixture_prior`` (of a mixture fit to the posterior means). None
+    for a point-mass guide, whose log q is not a density."""
+    x, y = x[:points], None if y is None else y[:points]
+    tr = poutine.trace(guide).get_trace(x, y).nodes[LATENT]
+    z = tr["value"]
+    log_q = tr["fn"].log_prob(z)
+    log_agg = aggregate_log_density(guide, x, z, y)
+    log_p = prior_log_prob(model, z, x, y)
+    avg, agg, mi = log_q - log_p, log_agg - log_p, log_q - log_agg
+    fn = tr["fn"].base_dist if isinstance(tr["fn"], torch.distributions.Independent) else tr["fn"]
+    if isinstance(fn, dist.Delta) or not bool(torch.isfinite(avg).all() & torch.isfinite(agg).all()):
+        return {"kl_avg_posterior_prior": None, "kl_aggregate_prior": None, "kl_aggregate_prior_se": None,
+                "mutual_information": None, "mutual_information_se": None, "surgery_points": x.shape[0]}
+    se = lambda t: (t.std() / math.sqrt(t.numel())).item()  # noqa: E731
+    return {"kl_avg_posterior_prior": avg.mean().item(), "kl_aggregate_prior": agg.mean().item(),
+            "kl_aggregate_prior_se": se(agg), "mutual_information": mi.mean().item(),
+            "mutual_information_se": se(mi), "surgery_points": x.shape[0]}
+
+
+DENSITY_COLUMNS = ("prior p(z)", "aggregate posterior q(z)", "mixture fit to the posterior means")
 
 
 def density_panels(model: Callable, guide: Callable, data: Dataset, mixture: dist.Distribution,
@@ -156,5 +184,6 @@ def density_figure(panels: Sequence[np.ndarray], labels: Sequence[str], path: Pa
 
 
 __all__ = ["DEFAULT_COMPONENTS", "SOURCES", "fit_aggregate", "normal_parts", "prior_log_prob", "kl_to_prior", "decode",
-           "draw_latents", "has_pixel_sigma", "uncertainty_figures", "aggregate_log_density", "density_panels",
+           "draw_latents", "has_pixel_sigma", "uncertainty_figures", "aggregate_log_density", "elbo_surgery",
+           "density_panels",
            "density_figure"]

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -210,14 +211,22 @@ def _start(ray, pool: Pool, threads: int) -> None:
     """Connect to the cluster at ``pool.address``, or start one on this machine sized so that
     ``pool.workers`` runs of ``threads`` threads run at once."""
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
-    if pool.address is None:
-        ray.init(num_cpus=pool.workers * threads, **quiet)
-    else:
-        try:
+    # Ray puts the driver's working folder on its workers' import path; from a checkout of ppvae that
+    # folder's ppvae/ (without models/ and guides/, which install under it) would hide the installed one.
+    here = os.getcwd()
+    os.chdir(tempfile.gettempdir())
+    try:
+        if pool.address is None:
+            ray.init(num_cpus=pool.workers * threads, **quiet)
+        else:
             ray.init(address=pool.address, log_to_driver=False, logging_level="ERROR")
-        except (ConnectionError, RuntimeError) as e:
-            raise ConfigError(f"No Ray cluster answered at --address {pool.address} ({one_line(e)}); start one with "
-                              "'ray start --head', or drop --address to run on this machine.") from None
+    except (ConnectionError, RuntimeError) as e:
+        if pool.address is None:
+            raise
+        raise ConfigError(f"No Ray cluster answered at --address {pool.address} ({one_line(e)}); start one with "
+                          "'ray start --head', or drop --address to run on this machine.") from None
+    finally:
+        os.chdir(here)
     if pool.gpus > 0 and not ray.cluster_resources().get("GPU"):
         ray.shutdown()
         raise ConfigError(f"--gpus-per-run {pool.gpus:g} asks for GPUs, but the Ray cluster has none; drop the option "

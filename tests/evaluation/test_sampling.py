@@ -1,5 +1,7 @@
 """Aggregate-posterior sampling, KL(mixture || prior), the Frechet distance and ``ppvae sample``."""
 
+import math
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -10,7 +12,9 @@ from ppvae.analyses import sample_quality
 from ppvae.cli import main
 from ppvae.config import load
 from ppvae.data import load_dataset
+from ppvae.evaluation import sampling
 from ppvae.evaluation.sampling import fit_aggregate, kl_to_prior
+from ppvae.sites import posterior_means
 from ppvae.studies.run import run
 
 
@@ -146,3 +150,48 @@ def test_standard_fid_is_added_only_where_torch_fidelity_and_its_weights_are_loc
     out = sample_quality.sample_quality(model, None, data, 200, sources=("prior",))
     assert seen["weights"] == str(weights) and out["fid_inception"].startswith("computed")
     assert out["fid_inception_prior"] > 0 and out["fd_prior"] > 0
+
+
+LATENT_DIM = 2
+
+
+def gaussian_model(x, y=None):
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], LATENT_DIM), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+
+def normal_guide(shrink: float, scale: float):
+    """q(z | x) = N(shrink * x, scale^2 I)."""
+    def guide(x, y=None):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(shrink * x, scale).to_event(1))
+    return guide
+
+
+def test_elbo_surgery_splits_the_average_kl_exactly_on_a_gaussian_channel():
+    """q(z|x_n) = N(mu_n, s^2) with mu_n ~ N(0, 1 - s^2): the aggregate q(z) is N(0, 1) = p(z), so its KL
+    is 0, and the average KL is the channel's information, d/2 log(1/s^2), per point."""
+    s = 0.5
+    data_stream = torch.Generator().manual_seed(7)  # not the tests' global seed 0, which draws the guide's noise
+    mu = torch.randn(4000, LATENT_DIM, generator=data_stream) * (1 - s**2) ** 0.5
+    out = sampling.elbo_surgery(gaussian_model, normal_guide(1.0, s), mu, points=4000)
+    exact = LATENT_DIM / 2 * math.log(1 / s**2)  # 1.386
+    closed_form_avg = 0.5 * (LATENT_DIM * s**2 + (mu**2).sum(1) - LATENT_DIM - LATENT_DIM * math.log(s**2)).mean()
+    assert out["kl_avg_posterior_prior"] == pytest.approx(float(closed_form_avg), abs=0.06)
+    assert out["mutual_information"] == pytest.approx(exact, abs=0.08)
+    assert abs(out["kl_aggregate_prior"]) < 0.05 + 3 * out["kl_aggregate_prior_se"]
+    assert out["mutual_information"] <= math.log(4000)
+
+
+def test_collapsed_units_do_not_inflate_the_aggregate_kl(capsys):
+    """Issue 15, defect 4: posterior means squeezed near 0 with unit variances (collapse) make a
+    mixture fit to the means narrow, so its KL to the prior is large, while the aggregate posterior,
+    variances included, is the prior: its KL and the mutual information are near 0."""
+    x = torch.randn(3000, LATENT_DIM, generator=torch.Generator().manual_seed(8))
+    guide = normal_guide(1e-3, 1.0)
+    mixture = fit_aggregate(posterior_means(guide, x), 8)
+    assert kl_to_prior(mixture, gaussian_model, x)[0] > 10  # what the means-fit mixture said
+    out = sampling.elbo_surgery(gaussian_model, guide, x)
+    assert abs(out["kl_aggregate_prior"]) < 0.02 and abs(out["mutual_information"]) < 0.02
+    assert out["mutual_information"] >= -3 * out["mutual_information_se"]  # average KL >= aggregate KL

@@ -56,7 +56,8 @@ def test_two_ranks_give_the_parameters_of_the_full_batch_step(tmp_path, override
     path.write_text(RUN)
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "ppvae.cli", "run", str(path), *overrides, "--nproc", "2",
-                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+                           "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)  # the installed ppvae, not a checkout's ./ppvae
     assert done.returncode == 0, done.stderr[-3000:]
     (run_dir,) = out.iterdir()  # rank 0 alone writes: one folder, evaluated
     assert runs.evaluated(run_dir)
