@@ -137,14 +137,16 @@ def aggregate_log_density(guide: Callable, x: torch.Tensor, z: torch.Tensor, y: 
 
 @torch.no_grad()
 def elbo_surgery(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None,
-                 points: int = 2000) -> dict[str, float | int | None]:
+                 points: int = 10_000) -> dict[str, float | int | None]:
     """The ELBO's average KL split into the mutual information and the aggregate posterior's own KL
     (Hoffman & Johnson 2016): E_n KL(q(z|x_n) || p(z)) = I_q(x; z) + KL(q(z) || p(z)), with
     q(z) = 1/M sum_n q(z|x_n) over the first M = ``points`` rows of ``x`` and one draw z_n ~ q(z|x_n)
     each, so ``kl_aggregate_prior`` cannot exceed the average KL (up to its standard error) and
-    ``mutual_information`` cannot exceed log M. This is the KL of the aggregate posterior itself,
-    variances included, unlike ``kl_mixture_prior`` (of a mixture fit to the posterior means). None
-    for a point-mass guide, whose log q is not a density."""
+    ``mutual_information`` cannot exceed log M: where the posteriors barely overlap, I_q reaches
+    log M and the aggregate KL takes the rest (an upper estimate then; ``mi_at_bound`` says so).
+    This is the KL of the aggregate posterior itself, variances included, unlike
+    ``kl_mixture_prior`` (of a mixture fit to the posterior means). None for a point-mass guide,
+    whose log q is not a density."""
     x, y = x[:points], None if y is None else y[:points]
     tr = poutine.trace(guide).get_trace(x, y).nodes[LATENT]
     z = tr["value"]
@@ -155,11 +157,13 @@ def elbo_surgery(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Ten
     fn = tr["fn"].base_dist if isinstance(tr["fn"], torch.distributions.Independent) else tr["fn"]
     if isinstance(fn, dist.Delta) or not bool(torch.isfinite(avg).all() & torch.isfinite(agg).all()):
         return {"kl_avg_posterior_prior": None, "kl_aggregate_prior": None, "kl_aggregate_prior_se": None,
-                "mutual_information": None, "mutual_information_se": None, "surgery_points": x.shape[0]}
+                "mutual_information": None, "mutual_information_se": None, "surgery_points": x.shape[0],
+                "mi_at_bound": None}
     se = lambda t: (t.std() / math.sqrt(t.numel())).item()  # noqa: E731
     return {"kl_avg_posterior_prior": avg.mean().item(), "kl_aggregate_prior": agg.mean().item(),
             "kl_aggregate_prior_se": se(agg), "mutual_information": mi.mean().item(),
-            "mutual_information_se": se(mi), "surgery_points": x.shape[0]}
+            "mutual_information_se": se(mi), "surgery_points": x.shape[0],
+            "mi_at_bound": bool(mi.mean().item() > math.log(x.shape[0]) - 0.1)}
 
 
 DENSITY_COLUMNS = ("prior p(z)", "aggregate posterior q(z)", "mixture fit to the posterior means")

@@ -181,7 +181,9 @@ def test_elbo_surgery_splits_the_average_kl_exactly_on_a_gaussian_channel():
     assert out["kl_avg_posterior_prior"] == pytest.approx(float(closed_form_avg), abs=0.06)
     assert out["mutual_information"] == pytest.approx(exact, abs=0.08)
     assert abs(out["kl_aggregate_prior"]) < 0.05 + 3 * out["kl_aggregate_prior_se"]
-    assert out["mutual_information"] <= math.log(4000)
+    assert out["mutual_information"] <= math.log(4000) and not out["mi_at_bound"]
+    sharp = sampling.elbo_surgery(gaussian_model, normal_guide(1.0, 0.01), mu, points=500)  # no overlap
+    assert sharp["mi_at_bound"] and sharp["mutual_information"] == pytest.approx(math.log(500), abs=0.1)
 
 
 def test_collapsed_units_do_not_inflate_the_aggregate_kl(capsys):
