@@ -123,10 +123,15 @@ def uncertainty_figures(model: Callable, guide: Callable, data: Dataset, run_dir
     return [recon, samples]
 
 
+DENSITY_BUDGET = 2**24  # log-density terms (points z x data points x latent dimensions) alive at once: 64 MB
+
+
 @torch.no_grad()
-def aggregate_log_density(guide: Callable, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor | None = None,
-                          batch_size: int = 500) -> torch.Tensor:
-    """log q(z) = log 1/N sum_n q(z|x_n) at the points ``z`` [G, d], from the guide's ``z`` site."""
+def aggregate_log_density(guide: Callable, x: torch.Tensor, z: torch.Tensor,
+                          y: torch.Tensor | None = None) -> torch.Tensor:
+    """log q(z) = log 1/N sum_n q(z|x_n) at the points ``z`` [G, d], from the guide's ``z`` site, over
+    batches of data points sized to ``DENSITY_BUDGET``."""
+    batch_size = max(1, DENSITY_BUDGET // (z.shape[0] * max(1, z[0].numel())))
     total = torch.full((z.shape[0],), -math.inf, device=z.device)
     for i in range(0, x.shape[0], batch_size):
         yb = None if y is None else y[i:i + batch_size]
@@ -188,6 +193,7 @@ def density_figure(panels: Sequence[np.ndarray], labels: Sequence[str], path: Pa
 
 
 __all__ = ["DEFAULT_COMPONENTS", "SOURCES", "fit_aggregate", "normal_parts", "prior_log_prob", "kl_to_prior", "decode",
-           "draw_latents", "has_pixel_sigma", "uncertainty_figures", "aggregate_log_density", "elbo_surgery",
+           "draw_latents", "has_pixel_sigma", "uncertainty_figures", "DENSITY_BUDGET", "aggregate_log_density",
+           "elbo_surgery",
            "density_panels",
            "density_figure"]
