@@ -26,7 +26,7 @@ from sklearn.mixture import GaussianMixture
 from ppvae import plots
 from ppvae.data import Dataset
 from ppvae.errors import DataError
-from ppvae.sites import LATENT, OBSERVED, model_site, posterior_mean, prior_draws
+from ppvae.sites import DATA_PLATE, LATENT, OBSERVED, is_latent, model_site, posterior_mean, prior_draws
 
 DEFAULT_COMPONENTS = 32
 SOURCES = ("prior", "aggregate")
@@ -151,24 +151,59 @@ def elbo_surgery(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Ten
     log M and the aggregate KL takes the rest (an upper estimate then; ``mi_at_bound`` says so).
     This is the KL of the aggregate posterior itself, variances included, unlike
     ``kl_mixture_prior`` (of a mixture fit to the posterior means). None for a point-mass guide,
-    whose log q is not a density."""
+    whose log q is not a density, under a second stochastic layer, where p(z) is conditional, and for
+    a q whose density does not broadcast over other points' codes (an IAF flow conditioned on x)."""
     x, y = x[:points], None if y is None else y[:points]
-    tr = poutine.trace(guide).get_trace(x, y).nodes[LATENT]
+    trace = poutine.trace(guide).get_trace(x, y)
+    tr = trace.nodes[LATENT]
     z = tr["value"]
+    none = {"kl_avg_posterior_prior": None, "kl_aggregate_prior": None, "kl_aggregate_prior_se": None,
+            "mutual_information": None, "mutual_information_se": None, "surgery_points": x.shape[0],
+            "mi_at_bound": None}
     log_q = tr["fn"].log_prob(z)
-    log_agg = aggregate_log_density(guide, x, z, y)
+    try:
+        log_agg = aggregate_log_density(guide, x, z, y)
+    except RuntimeError:  # a q whose density does not broadcast over other points' z (a conditioned flow)
+        return none
     log_p = prior_log_prob(model, z, x, y)
     avg, agg, mi = log_q - log_p, log_agg - log_p, log_q - log_agg
     fn = tr["fn"].base_dist if isinstance(tr["fn"], torch.distributions.Independent) else tr["fn"]
-    if isinstance(fn, dist.Delta) or not bool(torch.isfinite(avg).all() & torch.isfinite(agg).all()):
-        return {"kl_avg_posterior_prior": None, "kl_aggregate_prior": None, "kl_aggregate_prior_se": None,
-                "mutual_information": None, "mutual_information_se": None, "surgery_points": x.shape[0],
-                "mi_at_bound": None}
+    stacked = [n for n, site in trace.nodes.items() if is_latent(site) and n != LATENT  # another local layer:
+               and any(f.name == DATA_PLATE for f in site["cond_indep_stack"])]  # p(z) is then not the prior
+    if (stacked or isinstance(fn, dist.Delta)
+            or not bool(torch.isfinite(avg).all() & torch.isfinite(agg).all())):
+        return none
     se = lambda t: (t.std() / math.sqrt(t.numel())).item()  # noqa: E731
     return {"kl_avg_posterior_prior": avg.mean().item(), "kl_aggregate_prior": agg.mean().item(),
             "kl_aggregate_prior_se": se(agg), "mutual_information": mi.mean().item(),
             "mutual_information_se": se(mi), "surgery_points": x.shape[0],
             "mi_at_bound": bool(mi.mean().item() > math.log(x.shape[0]) - 0.1)}
+
+
+UNIT_KL_THRESHOLD = 0.01  # nats per point: a unit carrying less says next to nothing about x
+
+
+@torch.no_grad()
+def collapse_diagnostics(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None,
+                         points: int = 2000) -> dict:
+    """Posterior collapse on the test points, for ``metrics.json``: the KL of each latent unit (closed
+    form, for a diagonal Normal guide and prior; None otherwise), how many carry more than
+    ``UNIT_KL_THRESHOLD`` nats, and the ELBO split of :func:`elbo_surgery` over the first ``points``.
+    Burda's ``active_units`` counts units whose posterior mean moves with x (variance > 0.01); a unit
+    can move a little and carry almost no KL, which the per-unit KL shows."""
+    x, y = x[:points], None if y is None else y[:points]
+    q = poutine.trace(guide).get_trace(x, y).nodes[LATENT]["fn"]
+    p = model_site(model, LATENT, posterior_mean(guide, x, y), x, y)
+    unwrap = lambda d: d.base_dist if isinstance(d, torch.distributions.Independent) else d  # noqa: E731
+    per_unit = None
+    if isinstance(unwrap(q), torch.distributions.Normal) and isinstance(unwrap(p), torch.distributions.Normal):
+        kl = torch.distributions.kl_divergence(unwrap(q), unwrap(p))
+        per_unit = kl.reshape(x.shape[0], -1).mean(0).tolist()
+    split = elbo_surgery(model, guide, x, y, points)
+    return {"test_kl_per_unit": per_unit,
+            "test_units_carrying_kl": None if per_unit is None else sum(v > UNIT_KL_THRESHOLD for v in per_unit),
+            "test_mutual_information": split["mutual_information"],
+            "test_kl_aggregate_prior": split["kl_aggregate_prior"], "test_mi_at_bound": split["mi_at_bound"]}
 
 
 DENSITY_COLUMNS = ("prior p(z)", "aggregate posterior q(z)", "mixture fit to the posterior means")
@@ -194,6 +229,6 @@ def density_figure(panels: Sequence[np.ndarray], labels: Sequence[str], path: Pa
 
 __all__ = ["DEFAULT_COMPONENTS", "SOURCES", "fit_aggregate", "normal_parts", "prior_log_prob", "kl_to_prior", "decode",
            "draw_latents", "has_pixel_sigma", "uncertainty_figures", "DENSITY_BUDGET", "aggregate_log_density",
-           "elbo_surgery",
+           "elbo_surgery", "UNIT_KL_THRESHOLD", "collapse_diagnostics",
            "density_panels",
            "density_figure"]

@@ -34,6 +34,7 @@ from ppvae.errors import (
 )
 from ppvae.evaluation.figures import run_figures
 from ppvae.evaluation.loglik import Pointwise, evaluate_detailed
+from ppvae.evaluation.sampling import collapse_diagnostics
 from ppvae.infer import distributed
 from ppvae.infer.estimators import make_estimator
 from ppvae.infer.trainer import Trainer, interrupt_on_signals, resolve_device, seed_everything, stop_on_signals
@@ -299,7 +300,7 @@ def _evaluate(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra
                                    keep_log_weights=keeps_log_weights(cfg, x), max_hours=cfg.eval.max_hours,
                                    shards=shards)
         result.save(run_dir)
-        metrics = result.metrics
+        metrics = result.metrics | collapse_diagnostics(model, guide, x, y)
         hist = runs.read_jsonl(run_dir / runs.EPOCHS)
         metrics |= {
             "final_train_loss": hist[-1]["train_loss"] if hist else float("nan"),

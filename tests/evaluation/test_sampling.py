@@ -1,5 +1,6 @@
 """Aggregate-posterior sampling, KL(mixture || prior), the Frechet distance and ``ppvae sample``."""
 
+import json
 import math
 
 import numpy as np
@@ -197,3 +198,18 @@ def test_collapsed_units_do_not_inflate_the_aggregate_kl(capsys):
     out = sampling.elbo_surgery(gaussian_model, guide, x)
     assert abs(out["kl_aggregate_prior"]) < 0.02 and abs(out["mutual_information"]) < 0.02
     assert out["mutual_information"] >= -3 * out["mutual_information_se"]  # average KL >= aggregate KL
+
+
+def test_every_run_reports_its_collapse_diagnostics(tmp_path):
+    """metrics.json holds the KL of each unit (closed form for the Normal pair), the units carrying
+    more than 0.01 nats and the ELBO split on the test points; none of it for a point-mass guide."""
+    tiny = ["data.max_train=200", "train.epochs=1", "eval.k=200", "model.latent_dim=3"]
+    folder = run(load("quickstart", tiny), out=tmp_path / "normal")
+    m = json.loads((folder / "metrics.json").read_text())
+    assert len(m["test_kl_per_unit"]) == 3 and all(v >= 0 for v in m["test_kl_per_unit"])
+    assert sum(m["test_kl_per_unit"]) == pytest.approx(m["test_kl"], rel=0.05, abs=0.005)  # closed form vs MC
+    assert m["test_units_carrying_kl"] == sum(v > sampling.UNIT_KL_THRESHOLD for v in m["test_kl_per_unit"])
+    assert 0 <= m["test_mutual_information"] <= math.log(m["eval_points"]) + 0.1
+    folder = run(load("quickstart", [*tiny, "guide.family=delta"]), out=tmp_path / "delta")
+    m = json.loads((folder / "metrics.json").read_text())
+    assert m["test_kl_per_unit"] is None and m["test_mutual_information"] is None
