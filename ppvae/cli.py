@@ -38,9 +38,10 @@ def cmd_run(args: argparse.Namespace) -> int | None:
             print(f"results:      {folder / 'results.md'}")
         return
     else:
+        defaults = vars(parser().parse_args(["run", args.experiment]))
         study_only = [f"--{k.replace('_', '-')}" for k in ("scale", "variants", "workers", "threads_per_run",
                                                             "gpus_per_run", "address", "shard")
-                      if getattr(args, k) not in (None, 1, 0.0)]
+                      if getattr(args, k) != defaults[k]]
         if study_only:
             raise PPVAEError(f"{args.experiment!r} is a single run, not a study; drop {', '.join(study_only)}.")
         cfg = config.load(args.experiment, args.overrides)

@@ -50,9 +50,14 @@ def fit_aggregate(z: torch.Tensor, components: int = DEFAULT_COMPONENTS, seed: i
     )
 
 
+def base_of(fn: dist.Distribution) -> dist.Distribution:
+    """The distribution inside an ``Independent`` wrapper (``fn`` itself otherwise)."""
+    return fn.base_dist if isinstance(fn, torch.distributions.Independent) else fn
+
+
 def normal_parts(fn: dist.Distribution) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(loc, scale), expanded to the batch shape, of a diagonal Normal (Normal or Independent(Normal)); else None."""
-    base = fn.base_dist if isinstance(fn, torch.distributions.Independent) else fn
+    base = base_of(fn)
     if not isinstance(base, torch.distributions.Normal):
         return None
     return base.loc.expand(base.batch_shape), base.scale.expand(base.batch_shape)
@@ -167,10 +172,9 @@ def elbo_surgery(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Ten
         return none
     log_p = prior_log_prob(model, z, x, y)
     avg, agg, mi = log_q - log_p, log_agg - log_p, log_q - log_agg
-    fn = tr["fn"].base_dist if isinstance(tr["fn"], torch.distributions.Independent) else tr["fn"]
     stacked = [n for n, site in trace.nodes.items() if is_latent(site) and n != LATENT  # another local layer:
                and any(f.name == DATA_PLATE for f in site["cond_indep_stack"])]  # p(z) is then not the prior
-    if (stacked or isinstance(fn, dist.Delta)
+    if (stacked or isinstance(base_of(tr["fn"]), dist.Delta)
             or not bool(torch.isfinite(avg).all() & torch.isfinite(agg).all())):
         return none
     se = lambda t: (t.std() / math.sqrt(t.numel())).item()  # noqa: E731
@@ -192,12 +196,11 @@ def collapse_diagnostics(model: Callable, guide: Callable, x: torch.Tensor, y: t
     Burda's ``active_units`` counts units whose posterior mean moves with x (variance > 0.01); a unit
     can move a little and carry almost no KL, which the per-unit KL shows."""
     x, y = x[:points], None if y is None else y[:points]
-    q = poutine.trace(guide).get_trace(x, y).nodes[LATENT]["fn"]
-    p = model_site(model, LATENT, posterior_mean(guide, x, y), x, y)
-    unwrap = lambda d: d.base_dist if isinstance(d, torch.distributions.Independent) else d  # noqa: E731
+    site = poutine.trace(guide).get_trace(x, y).nodes[LATENT]
+    q, p = normal_parts(site["fn"]), normal_parts(model_site(model, LATENT, site["value"], x, y))
     per_unit = None
-    if isinstance(unwrap(q), torch.distributions.Normal) and isinstance(unwrap(p), torch.distributions.Normal):
-        kl = torch.distributions.kl_divergence(unwrap(q), unwrap(p))
+    if q is not None and p is not None:
+        kl = torch.distributions.kl_divergence(torch.distributions.Normal(*q), torch.distributions.Normal(*p))
         per_unit = kl.reshape(x.shape[0], -1).mean(0).tolist()
     split = elbo_surgery(model, guide, x, y, points)
     return {"test_kl_per_unit": per_unit,
@@ -227,8 +230,6 @@ def density_figure(panels: Sequence[np.ndarray], labels: Sequence[str], path: Pa
                                   title="log densities in the 2-D latent space")
 
 
-__all__ = ["DEFAULT_COMPONENTS", "SOURCES", "fit_aggregate", "normal_parts", "prior_log_prob", "kl_to_prior", "decode",
-           "draw_latents", "has_pixel_sigma", "uncertainty_figures", "DENSITY_BUDGET", "aggregate_log_density",
-           "elbo_surgery", "UNIT_KL_THRESHOLD", "collapse_diagnostics",
-           "density_panels",
-           "density_figure"]
+__all__ = ["DEFAULT_COMPONENTS", "SOURCES", "fit_aggregate", "base_of", "normal_parts", "prior_log_prob", "kl_to_prior",
+           "decode", "draw_latents", "has_pixel_sigma", "uncertainty_figures", "DENSITY_BUDGET", "aggregate_log_density",
+           "elbo_surgery", "UNIT_KL_THRESHOLD", "collapse_diagnostics", "density_panels", "density_figure"]

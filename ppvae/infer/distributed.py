@@ -31,10 +31,6 @@ class Group:
     world: int
     local_rank: int
 
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
     def slice(self, x: torch.Tensor | None) -> torch.Tensor | None:
         """This rank's contiguous share of a global batch (the first ranks take one row more)."""
         return None if x is None else torch.tensor_split(x, self.world)[self.rank]

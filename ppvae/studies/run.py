@@ -146,7 +146,7 @@ def train(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer) -> float:
     step raises TrainingError and leaves the last good checkpoint alone. Either way the run
     folder's STATUS file says how to continue.
     """
-    main = trainer.group is None or trainer.group.main  # of a data-parallel run, rank 0 alone writes
+    main = is_main()  # of a data-parallel run, rank 0 alone writes
     write = runs if main else _NoWrites
 
     def save() -> tuple[int, int]:

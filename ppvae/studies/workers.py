@@ -102,12 +102,19 @@ def run_one(job: Job, threads: int | None = None) -> Path:
     return one_run.run(cfg, folder=job.folder)
 
 
-def _run_in_worker(job: Job, threads: int | None, cwd: str) -> Path:
-    """:func:`run_one` in a Ray worker, from the driver's working folder (relative paths in a config
-    mean what they meant there) when this machine has it."""
+def _enter_worker(cwd: str, threads: int | None) -> None:
+    """A Ray task's set-up: the driver's working folder (relative paths in a config mean what they
+    meant there) when this machine has it, and the task's torch threads."""
     if os.path.isdir(cwd):
         os.chdir(cwd)
-    return run_one(job, threads)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _run_in_worker(job: Job, threads: int | None, cwd: str) -> Path:
+    """:func:`run_one` in a Ray worker."""
+    _enter_worker(cwd, threads)
+    return run_one(job)
 
 
 def execute(jobs: list[Job], pool: Pool, on_done: Callable[[Job], None] = lambda job: None) -> dict[Path, str]:
@@ -295,10 +302,7 @@ def _evaluate_rows(run_dir: str, overrides: list[str], rows: slice, seed: int, t
                    cwd: str) -> Pointwise:
     """One slice of a run's evaluation, in a Ray worker: the run rebuilt from its folder, the
     evaluated checkpoint loaded and prepared as :func:`ppvae.studies.run.finish` prepares it."""
-    if os.path.isdir(cwd):
-        os.chdir(cwd)
-    if threads:
-        torch.set_num_threads(threads)
+    _enter_worker(cwd, threads)
     cfg, data, trainer, _ = one_run.load_run(Path(run_dir), overrides, trust=True)
     one_run.evaluated_checkpoint(cfg, Path(run_dir), trainer)
     x, y = one_run.test_points(cfg, data)

@@ -109,6 +109,8 @@ def test_bad_scale_out_options_are_refused_before_anything_starts(tmp_path, caps
     assert not (tmp_path / "out").exists()
     assert main(["run", "quickstart", "--workers", "2"]) == 2
     assert "single run, not a study; drop --workers" in capsys.readouterr().err
+    assert main(["run", "quickstart", "--threads-per-run", "1"]) == 2  # given, though equal to a count's minimum
+    assert "drop --threads-per-run" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
