@@ -230,6 +230,7 @@ def density_figure(panels: Sequence[np.ndarray], labels: Sequence[str], path: Pa
                                   title="log densities in the 2-D latent space")
 
 
-__all__ = ["DEFAULT_COMPONENTS", "SOURCES", "fit_aggregate", "base_of", "normal_parts", "prior_log_prob", "kl_to_prior",
-           "decode", "draw_latents", "has_pixel_sigma", "uncertainty_figures", "DENSITY_BUDGET", "aggregate_log_density",
-           "elbo_surgery", "UNIT_KL_THRESHOLD", "collapse_diagnostics", "density_panels", "density_figure"]
+__all__ = ["DEFAULT_COMPONENTS", "SOURCES", "fit_aggregate", "base_of", "normal_parts", "prior_log_prob",
+           "kl_to_prior", "decode", "draw_latents", "has_pixel_sigma", "uncertainty_figures", "DENSITY_BUDGET",
+           "aggregate_log_density", "elbo_surgery", "UNIT_KL_THRESHOLD", "collapse_diagnostics", "density_panels",
+           "density_figure"]
