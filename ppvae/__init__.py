@@ -3,6 +3,9 @@
 The pieces most scripts need, imported on first use (so ``import ppvae`` stays cheap)::
 
     from ppvae import config, load_dataset, build_pair, make_estimator, Trainer, evaluate
+
+and the notebook API: ``ppvae.run(experiment, **overrides)`` and ``ppvae.load(run_dir)`` give a
+:class:`~ppvae.api.Run` (see :mod:`ppvae.api`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ _EXPORTS = {
     "make_estimator": "ppvae.infer.estimators",
     "Trainer": "ppvae.infer.trainer",
     "evaluate": "ppvae.evaluation.loglik",
+    "Run": "ppvae.api",
+    "run": "ppvae.api",
+    "load": "ppvae.api",
 }
 
 __all__ = sorted(_EXPORTS)

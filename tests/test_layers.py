@@ -27,7 +27,7 @@ LAYERS = [
     ["ppvae.config"],
     ["ppvae.build"],
     ["ppvae.studies"],
-    ["ppvae.cli", "ppvae.experiments", "ppvae"],  # the command line, the benchmark, the package's face
+    ["ppvae.api", "ppvae.cli", "ppvae.experiments", "ppvae"],  # the command line, the benchmark, the package's face
 ]
 BOTTOM = {"ppvae.errors", "ppvae.registry", "ppvae.sites", "ppvae.distributions", "ppvae.nn"}
 
