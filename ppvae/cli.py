@@ -9,11 +9,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ppvae import config
 from ppvae.errors import Interrupted, PPVAEError
 
 
 def cmd_run(args: argparse.Namespace) -> int | None:
+    from ppvae import config
     from ppvae.studies import run as experiment
     from ppvae.studies import study
 
@@ -47,8 +47,20 @@ def cmd_run(args: argparse.Namespace) -> int | None:
         cfg = config.load(args.experiment, args.overrides)
         run_dir = experiment.run(cfg, out=args.out)
     if experiment.is_main():  # of a data-parallel run, rank 0 speaks
+        from ppvae import runs
+
+        print(headline(runs.read_json(run_dir / runs.METRICS)))
         print(f"run folder: {run_dir}")
         print(f"report:     {run_dir / 'report.md'}")
+
+
+def headline(m: dict) -> str:
+    """A finished run's numbers in one line: the test NLL with its standard error, the bound, its KL and the
+    active units."""
+    units, active = m.get("test_kl_per_unit"), m.get("active_units")
+    active = "-" if active is None else f"{active}" + (f" of {len(units)}" if units else "")
+    return (f"test NLL {m['test_nll']:.3f} +- {m['test_ll_se']:.3f} nats (IWAE, k = {m['eval_k']}, "
+            f"{m['eval_points']} points); ELBO {m['test_elbo']:.3f}, KL {m['test_kl']:.3f}; active units {active}")
 
 
 def launch_ranks(args: argparse.Namespace) -> int:
@@ -63,7 +75,7 @@ def launch_ranks(args: argparse.Namespace) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from ppvae import runs
+    from ppvae import config, runs
     from ppvae.infer.trainer import resolve_device
     from ppvae.studies import study
 
@@ -169,25 +181,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from ppvae import registry
+    from ppvae import catalog
 
-    if args.keys:
-        for key, default, doc in config.keys():
-            print(f"{key:<34} {default:<14} {doc}")
-        return
-    print("experiments (ppvae run NAME):")
-    for name, path in sorted(config.bundled_experiments().items()):
-        raw = path.read_text().splitlines()
-        desc = next((line.split("=", 1)[1].strip().strip('"') for line in raw if line.startswith("description")), "")
-        print(f"  {name:<26} {desc}")
-    for kind in registry.KINDS.values():
-        entries = registry.entries(kind.name)
-        common = set.intersection(*({f.name for f in e.fields} for e in entries)) if len(entries) > 1 else set()
-        print(f"{kind.doc} ({kind.where})" + (f"; every one takes {', '.join(sorted(common))}" if common else "") + ":")
-        for e in entries:
-            params = ", ".join(f.name for f in e.fields if f.name not in common)
-            print(f"  {e.name:<26} {e.doc}" + (f" [{params}]" if params else ""))
-    print("config keys, defaults and the parameters of every part: ppvae list --keys")
+    print("\n".join(catalog.lines(keys=args.keys)))
 
 
 def count(minimum: int) -> Callable[[str], int]:

@@ -40,9 +40,9 @@ import ppvae.infer.estimators  # noqa: F401
 import ppvae.models  # noqa: F401
 import ppvae.nn  # noqa: F401
 from ppvae import legacy, registry, rules, runs
-from ppvae.data.files import cache_root
 from ppvae.errors import ConfigError
 from ppvae.infer.trainer import TrainSettings
+from ppvae.paths import cache_root
 from ppvae.registry import Param, Part, Section, Spec
 
 log = logging.getLogger(__name__)
@@ -426,10 +426,19 @@ def _part_keys(key: str, kind: str, default: Spec) -> list[tuple[str, str, str]]
     name_key = f"{key}.name" if key in ("data", "estimator") else key
     rows = [(name_key, registry.toml_value(default.name), f"{registry.KINDS[kind].doc}: one of "
                                                           + "|".join(registry.names(kind)))]
-    for e in registry.entries(kind):
+    entries = registry.entries(kind)
+    shared = {p.name for p in entries[0].fields if len(entries) > 1
+              and all(q == p for e in entries[1:] for q in e.fields if q.name == p.name)
+              and all(e.field(p.name) for e in entries)}  # the same parameter in every part: listed once
+    for p in entries[0].fields:
+        if p.name in shared:
+            rows.append((f"{key}.{p.name}", registry.toml_value(default.params[p.name]), f"(every {kind}) "
+                         + _describe(p)))
+    for e in entries:
         for p in e.fields:
-            value = default.params[p.name] if e.name == default.name else p.default
-            rows.append((f"{key}.{p.name}", registry.toml_value(value), f"({kind} {e.name!r}) {_describe(p)}"))
+            if p.name not in shared:
+                value = default.params[p.name] if e.name == default.name else p.default
+                rows.append((f"{key}.{p.name}", registry.toml_value(value), f"({kind} {e.name!r}) {_describe(p)}"))
     return list(dict.fromkeys(rows))
 
 

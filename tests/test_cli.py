@@ -33,3 +33,55 @@ def test_list_shows_experiments_and_components(capsys):
     out = capsys.readouterr().out
     for word in ["quickstart", "bernoulli", "gaussian_learned", "normal", "delta", "trace", "meanfield", "renyi", "iwae", "mlp"]:
         assert word in out, word
+
+
+def test_help_and_a_cached_list_answer_without_torch(tmp_path):
+    """``ppvae --help`` never imports torch; ``ppvae list`` builds its catalog once, then reads it back."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import sys; from ppvae.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    env = os.environ | {"PPVAE_CACHE": str(tmp_path / "cache")}
+
+    def ask(*argv):
+        done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, cwd=tmp_path,
+                              env=env, check=True)
+        return done.stdout.splitlines()
+
+    assert ask("--help")[-1] == "NO-TORCH"
+    first = ask("list")
+    assert first[-1] == "TORCH" and (tmp_path / "cache" / "catalog.json").is_file()  # built from the registry
+    second = ask("list")
+    assert second[-1] == "NO-TORCH" and second[:-1] == first[:-1]  # the same text, from the cache
+    keys = ask("list", "--keys")
+    assert keys[-1] == "NO-TORCH" and any(line.startswith("model.top.hidden ") for line in keys)
+
+
+def test_a_changed_source_rebuilds_the_catalog(monkeypatch, capsys):
+    from ppvae import catalog, registry
+
+    main(["list"])
+    capsys.readouterr()
+
+    @registry.register("prior", "catalog_probe")
+    def probe(latent_dim: int):
+        """p(z): a prior registered after the catalog was cached."""
+
+    try:
+        main(["list"])
+        assert "catalog_probe" not in capsys.readouterr().out  # the cache is current: not rebuilt
+        monkeypatch.setattr(catalog, "fingerprint", lambda: "a source file changed")
+        main(["list"])
+        assert "catalog_probe" in capsys.readouterr().out
+    finally:
+        registry._ENTRIES["prior"].pop("catalog_probe")
+
+
+def test_a_finished_run_prints_its_headline_numbers(tmp_path, capsys):
+    assert main(["run", "quickstart", "train.epochs=1", "eval.k=10", "eval.num_test=30", "--out", str(tmp_path)]) == 0
+    headline, folder = capsys.readouterr().out.splitlines()[:2]
+    assert headline.startswith("test NLL ") and "+- " in headline and "k = 10, 30 points" in headline
+    assert "ELBO -" in headline and "active units " in headline and " of 2" in headline
+    assert folder.startswith("run folder: ")

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {"ppvae": ROOT / "ppvae", "ppvae.models": ROOT / "models", "ppvae.guides": ROOT / "guides",
            "ppvae.experiments": ROOT / "experiments"}
 LAYERS = [
-    ["ppvae.errors"],
+    ["ppvae.errors", "ppvae.paths"],
     ["ppvae.registry", "ppvae.sites", "ppvae.tables", "ppvae.runs", "ppvae.distributions"],
     ["ppvae.plots"],
     ["ppvae.nn"],  # networks, shared by both sides of a pair
@@ -27,7 +27,7 @@ LAYERS = [
     ["ppvae.config"],
     ["ppvae.build"],
     ["ppvae.studies"],
-    ["ppvae.api", "ppvae.cli", "ppvae.experiments", "ppvae"],  # the command line, the benchmark, the package's face
+    ["ppvae.api", "ppvae.catalog", "ppvae.cli", "ppvae.experiments", "ppvae"],  # the command line, the benchmark, the package's face
 ]
 BOTTOM = {"ppvae.errors", "ppvae.registry", "ppvae.sites", "ppvae.distributions", "ppvae.nn"}
 

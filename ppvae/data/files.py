@@ -10,26 +10,16 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import os
 import socket
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 from ppvae.errors import DataError
+from ppvae.paths import cache_root, data_root
 
 _DATA_DIR_HINT = "Set data.data_dir (or $PPVAE_DATA) to a folder that holds them, or copy them there."
 _DOWNLOAD_TIMEOUT_S = 20.0
-
-
-def data_root(data_dir: str) -> Path:
-    """``data_dir``, else ``$PPVAE_DATA``, else ``~/.cache/ppvae``."""
-    return Path(data_dir or os.environ.get("PPVAE_DATA", "") or Path.home() / ".cache" / "ppvae")
-
-
-def cache_root() -> Path:
-    """ppvae's own cache (derived data, feature networks): ``$PPVAE_CACHE``, else ``~/.cache/ppvae``."""
-    return Path(os.environ.get("PPVAE_CACHE", "") or Path.home() / ".cache" / "ppvae")
 
 
 def cache_file(source: Path, name: str) -> Path:

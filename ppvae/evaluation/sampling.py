@@ -21,7 +21,6 @@ import numpy as np
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from sklearn.mixture import GaussianMixture
 
 from ppvae import plots
 from ppvae.data import Dataset
@@ -41,6 +40,8 @@ def fit_aggregate(z: torch.Tensor, components: int = DEFAULT_COMPONENTS, seed: i
     if components > z.shape[0]:
         raise DataError(f"A {components}-component mixture cannot be fitted to {z.shape[0]} latent codes; use at "
                         f"most {z.shape[0]} components.")
+    from sklearn.mixture import GaussianMixture  # here: importing scikit-learn costs a second every command
+
     gmm = GaussianMixture(n_components=components, covariance_type="full", random_state=seed)
     gmm.fit(z.detach().cpu().double().numpy())
     as_tensor = lambda a: torch.as_tensor(a, dtype=z.dtype, device=z.device)  # noqa: E731
