@@ -7,12 +7,19 @@ are not comparable with FIDs published for any dataset. The classifier is traine
 dataset (deterministically, with its own seed) and cached under ``$PPVAE_CACHE`` (default
 ``~/.cache/ppvae``) in ``feature_nets/``.
 
-The standard FID (InceptionV3 pool features, 2048-D, as computed by torch-fidelity) is added
-only where the ``torch_fidelity`` package and its InceptionV3 weights file are already on the
-machine (``$PPVAE_INCEPTION_WEIGHTS``, or ``weights-inception-2015-12-05-6726825d.pth`` in the
-torch hub cache); ppvae never downloads them. Grey images are repeated to three channels and
-upsampled to 299x299 by torch-fidelity. Metric names say which is which: ``fd_*`` (classifier
-features) and ``fid_inception_*`` (standard FID).
+Both distances are torchmetrics' ``FrechetInceptionDistance`` (statistics accumulated in float64,
+``||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2))``): for ``fd_*`` with the classifier as its
+custom feature extractor (:class:`ClassifierFeatures`), so only the formula is torchmetrics' and the
+features stay ppvae's.
+
+The standard FID (InceptionV3 pool features, 2048-D: torchmetrics' default extractor, which is
+torch-fidelity's) is added only where the ``torch_fidelity`` package and its InceptionV3 weights
+file are already on the machine (``$PPVAE_INCEPTION_WEIGHTS``, or
+``weights-inception-2015-12-05-6726825d.pth`` in the torch hub cache); ppvae never downloads them
+(the file's path is given to torchmetrics). Grey images are rounded to uint8, repeated to three
+channels and upsampled to 299x299 with torch-fidelity's TensorFlow-compatible bilinear resize
+(torchmetrics' ``antialias=False``), as the original FID does. Metric names say which is which:
+``fd_*`` (classifier features) and ``fid_inception_*`` (standard FID).
 
 Generated images are decoded means, clipped to [0, 1] like the test images.
 """
@@ -56,6 +63,7 @@ from ppvae.sites import posterior_means
 FEATURES = 64
 VERSION = 1  # bump when the classifier or its training changes: old cache entries are then ignored
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_FEATURES = 2048  # the pool layer of the standard FID
 DENSITY_FILE = "latent_density.npz"
 
 
@@ -141,23 +149,52 @@ def feature_net(data: Dataset, steps: int = 2500, seed: int = 0) -> tuple[Featur
     return net, acc
 
 
-def _psd_sqrt(s: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh(s)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+class ClassifierFeatures(nn.Module):
+    """torchmetrics' feature extractor for ``fd_*``: flat images [N, D] (clipped to [0, 1]) -> the
+    classifier's 64-D penultimate features, in float64 (so torchmetrics' result stays float64)."""
+
+    num_features = FEATURES  # read by FrechetInceptionDistance instead of probing with a 3x299x299 image
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return features(self.net, images).double()
+
+
+class _Given(nn.Module):
+    """Feature vectors passed through unchanged (in float64): the extractor of :func:`frechet_distance`."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.double()
+
+
+def frechet_metric(feature: nn.Module | int, **kwargs):
+    """torchmetrics' ``FrechetInceptionDistance`` keeping its real statistics across ``reset()``, and never
+    synchronising across processes (rank 0 of a data-parallel run evaluates alone)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    return FrechetInceptionDistance(feature=feature, reset_real_features=False, sync_on_compute=False, **kwargs)
+
+
+def _distance(metric) -> float:
+    return max(float(metric.compute()), 0.0)  # rounding can leave a tiny negative number for identical sets
 
 
 def frechet_distance(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
-    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two sets of feature vectors [N, d].
-
-    Tr (S_a S_b)^(1/2) is computed as the sum of square roots of the eigenvalues of the symmetric
-    S_a^(1/2) S_b S_a^(1/2), which stays exact when dead ReLU features make a covariance singular.
-    """
-    a, b = (np.asarray(t.cpu() if torch.is_tensor(t) else t, dtype=np.float64) for t in (a, b))
-    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root_a = _psd_sqrt(s_a)
-    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ s_b @ root_a), 0, None)).sum()
-    value = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * cross
-    return max(float(value), 0.0)  # rounding can leave a tiny negative number for identical sets
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two sets of feature vectors [N, d],
+    by torchmetrics' ``FrechetInceptionDistance`` (float64; Tr (S_a S_b)^(1/2) from the eigenvalues of
+    S_a S_b, which stays exact when dead ReLU features make a covariance singular)."""
+    a, b = (torch.as_tensor(np.asarray(t.cpu() if torch.is_tensor(t) else t), dtype=torch.float64) for t in (a, b))
+    metric = frechet_metric(_Given(a.shape[1]))
+    metric.update(a, real=True)
+    metric.update(b, real=False)
+    return _distance(metric)
 
 
 @torch.no_grad()
@@ -174,17 +211,23 @@ def inception_weights() -> Path | None:
     return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
 
 
-@torch.no_grad()
-def inception_features(images: torch.Tensor, image_shape: Sequence[int], weights: Path,
-                       batch_size: int = 100) -> torch.Tensor:
-    """2048-D InceptionV3 pool features of grey images in [0, 1] (torch-fidelity's FID extractor)."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights))
-    net = net.to(images.device)
+def _rgb_uint8(images: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:
+    """Flat grey images in [0, 1] -> [N, 3, h, w] uint8 (rounded), the input of the Inception extractor."""
     h, w = image_shape[-2], image_shape[-1]
-    u8 = (images.clamp(0, 1) * 255).round().to(torch.uint8).reshape(-1, 1, h, w)
-    return torch.cat([net(u8[i:i + batch_size].expand(-1, 3, -1, -1))[0] for i in range(0, u8.shape[0], batch_size)])
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).reshape(-1, 1, h, w).expand(-1, 3, -1, -1)
+
+
+def inception_metric(weights: Path, device: torch.device | str = "cpu"):
+    """torchmetrics' standard FID (2048-D pool features) with the InceptionV3 weights read from ``weights``
+    and torch-fidelity's own resize (``antialias=False``); its inputs are :func:`_rgb_uint8` images."""
+    return frechet_metric(INCEPTION_FEATURES, feature_extractor_weights_path=str(weights), antialias=False).to(device)
+
+
+def _update_inception(metric, images: torch.Tensor, image_shape: Sequence[int], real: bool,
+                      batch_size: int = 100) -> None:
+    u8 = _rgb_uint8(images, image_shape)
+    for i in range(0, u8.shape[0], batch_size):
+        metric.update(u8[i:i + batch_size], real=real)
 
 
 def sample_quality(model: Callable, guide: Callable, data: Dataset, n: int, sources: Sequence[str] = SOURCES,
@@ -199,9 +242,12 @@ def sample_quality(model: Callable, guide: Callable, data: Dataset, n: int, sour
     n = min(n, data.test_x.shape[0])
     real = data.test_x[:n]
     net, acc = feature_net(data)
-    real_features = features(net, real)
+    fd = frechet_metric(ClassifierFeatures(net)).to(real.device)
+    fd.update(real, real=True)  # kept by every reset() below: the real statistics are computed once
     weights = inception_weights()
-    real_inception = inception_features(real, data.image_shape, weights) if weights else None
+    if weights:
+        fid = inception_metric(weights, real.device)
+        _update_inception(fid, real, data.image_shape, real=True)
     out: dict = {"fd_points": n, "fd_classifier_test_accuracy": acc,
                  "fid_inception": f"computed with {weights}" if weights else
                  "not computed: torch-fidelity and its InceptionV3 weights are not on this machine"}
@@ -209,10 +255,13 @@ def sample_quality(model: Callable, guide: Callable, data: Dataset, n: int, sour
         if source == "aggregate" and mixture is None:
             mixture = fit_aggregate(posterior_means(guide, data.train_x, data.train_y), components, seed)
         fake, _ = decode(model, draw_latents(source, n, model, real, mixture), real)
-        out[f"fd_{source}"] = frechet_distance(real_features, features(net, fake))
+        fd.reset()
+        fd.update(fake, real=False)
+        out[f"fd_{source}"] = _distance(fd)
         if weights:
-            fake_inception = inception_features(fake, data.image_shape, weights)
-            out[f"fid_inception_{source}"] = frechet_distance(real_inception, fake_inception)
+            fid.reset()
+            _update_inception(fid, fake, data.image_shape, real=False)
+            out[f"fid_inception_{source}"] = _distance(fid)
     return out
 
 
@@ -266,5 +315,6 @@ class SampleQuality(Analysis):
         return Result(figures=[density_figure(panels, [label for label, _ in found], folder / "latent_density.png")])
 
 
-__all__ = ["FEATURES", "FeatureNet", "train_feature_net", "feature_net", "frechet_distance", "features",
-           "inception_weights", "inception_features", "sample_quality", "SampleQuality", "cache_dir", "DENSITY_FILE"]
+__all__ = ["FEATURES", "FeatureNet", "ClassifierFeatures", "train_feature_net", "feature_net", "frechet_metric",
+           "frechet_distance", "features", "inception_weights", "inception_metric",
+           "sample_quality", "SampleQuality", "cache_dir", "DENSITY_FILE"]

@@ -111,28 +111,31 @@ def test_sample_command_from_prior_and_aggregate(tmp_path, monkeypatch, capsys):
 
 
 def test_standard_fid_is_added_only_where_torch_fidelity_and_its_weights_are_local(tmp_path, monkeypatch):
-    """The Inception path's plumbing, with a stand-in for torch-fidelity's extractor (no weights here)."""
+    """The Inception path's plumbing through torchmetrics, with a stand-in for its torch-fidelity extractor
+    (no weights here) and its 64-D layer instead of the 2048-D one (a faster covariance, same code path)."""
     import importlib.machinery
     import sys
     import types
 
+    from torchmetrics.image import fid
+
     seen = {}
 
     class FakeInception(torch.nn.Module):
-        def __init__(self, name, features_list, feature_extractor_weights_path=None):
+        def __init__(self, name, features_list, feature_extractor_weights_path=None, antialias=True):
             super().__init__()
-            seen["weights"] = feature_extractor_weights_path
+            seen.update(weights=feature_extractor_weights_path, features=features_list, antialias=antialias)
 
         def forward(self, x):
             assert x.dtype == torch.uint8 and x.shape[1] == 3
-            return (x.float().mean((2, 3)).repeat(1, 4),)
+            return x.float().flatten(1)[:, :64]
 
     package = types.ModuleType("torch_fidelity")
     package.__spec__ = importlib.machinery.ModuleSpec("torch_fidelity", None)
-    extractor = types.ModuleType("torch_fidelity.feature_extractor_inceptionv3")
-    extractor.FeatureExtractorInceptionV3 = FakeInception
     monkeypatch.setitem(sys.modules, "torch_fidelity", package)
-    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", extractor)
+    monkeypatch.setattr(fid, "_TORCH_FIDELITY_AVAILABLE", True)
+    monkeypatch.setattr(fid, "NoTrainInceptionV3", FakeInception)
+    monkeypatch.setattr(sample_quality, "INCEPTION_FEATURES", 64)
     assert sample_quality.inception_weights() is None  # the package alone is not enough
     weights = tmp_path / sample_quality.INCEPTION_FILE
     weights.write_bytes(b"")
@@ -149,7 +152,8 @@ def test_standard_fid_is_added_only_where_torch_fidelity_and_its_weights_are_loc
             pyro.sample("x", dist.Normal(torch.sigmoid(z.sum(-1, keepdim=True)).expand(x.shape), 0.1).to_event(1), obs=x)
 
     out = sample_quality.sample_quality(model, None, data, 200, sources=("prior",))
-    assert seen["weights"] == str(weights) and out["fid_inception"].startswith("computed")
+    assert seen == {"weights": str(weights), "features": ["64"], "antialias": False}
+    assert out["fid_inception"].startswith("computed")
     assert out["fid_inception_prior"] > 0 and out["fd_prior"] > 0
 
 
