@@ -66,7 +66,8 @@ class Run:
     def sample(self, n: int = 64, source: str = "prior", components: int = DEFAULT_COMPONENTS,
                seed: int = 0) -> torch.Tensor:
         """``n`` images E[x|z], z from the prior or (``source="aggregate"``) a Gaussian mixture of
-        ``components`` fit to the training set's posterior means; shape ``[n, *image_shape]``."""
+        ``components`` fit to the training set's posterior means; shape ``[n, *image_shape]``. Like every
+        method here it speaks the data's own units (a standardization is undone)."""
         if self.config.model.conditional:
             raise ConfigError("Run.sample draws unconditional samples; this run is a conditional VAE.")
         with eval_mode(self.model, self.guide):
@@ -75,7 +76,7 @@ class Run:
                                      seed) if source == "aggregate" else None)
             mean, _ = decode(self.model, draw_latents(source, n, self.model, self.data.train_x, mixture),
                              self.data.train_x)
-        return mean.reshape(n, *self.data.image_shape).cpu()
+        return self.data.original(mean).reshape(n, *self.data.image_shape).cpu()
 
     def encode(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | None = None) -> torch.Tensor:
         """The posterior means E_q[z | x] of images ``x`` (``[N, D]`` or ``[N, *image_shape]``): ``[N, latent_dim]``."""
@@ -87,7 +88,7 @@ class Run:
         rows, labels = self._rows(x), self._labels(y)
         with eval_mode(self.model, self.guide):
             mean, _ = decode(self.model, posterior_means(self.guide, rows, labels), rows, labels)
-        return mean.reshape(np.shape(x)).cpu()
+        return self.data.original(mean).reshape(np.shape(x)).cpu()
 
     def evaluate(self, k: int | None = None, **eval_settings: Any) -> dict:
         """Evaluate again (``ppvae eval``): ``k`` importance samples and any ``eval.*`` setting, e.g.
@@ -108,7 +109,7 @@ class Run:
         if rows.shape[1] != self.data.x_dim:
             raise DataError(f"x has {rows.shape[1]} values per point; this run's data have {self.data.x_dim} "
                             f"(image shape {self.data.image_shape}).")
-        return rows.to(self.trainer.device)
+        return self.data.standardized(rows.to(self.trainer.device))
 
     def _labels(self, y: torch.Tensor | None) -> torch.Tensor | None:
         if y is None and self.config.model.conditional:

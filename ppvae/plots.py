@@ -32,8 +32,10 @@ def save(fig: matplotlib.figure.Figure, path: Path, tight: bool = True) -> Path:
 
 
 def image_grid(images: np.ndarray, image_shape: Sequence[int], path: Path, *, rows: int | None = None,
-               title: str = "", row_labels: Sequence[str] = ()) -> Path:
-    """Tile flat images ``[N, D]`` (values in [0, 1]) into a grid."""
+               title: str = "", row_labels: Sequence[str] = (),
+               axes: tuple[Sequence[float], Sequence[float]] | None = None) -> Path:
+    """Tile flat images ``[N, D]`` (values in [0, 1]) into a grid; ``axes``: the values (z1 per column,
+    z2 per row) the tiles stand for, written as ticks (the learned manifold)."""
     images = np.clip(np.asarray(images, dtype=np.float32), 0, 1)
     h, w = image_shape[-2], image_shape[-1]
     n = images.shape[0]
@@ -47,7 +49,54 @@ def image_grid(images: np.ndarray, image_shape: Sequence[int], path: Path, *, ro
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([(h + 1) * i + h / 2 for i in range(len(row_labels))], row_labels) if row_labels else ax.set_yticks([])
+    if axes is not None:
+        every = max(1, len(axes[0]) // 7)
+        ax.set_xticks([(w + 1) * i + w / 2 for i in range(0, len(axes[0]), every)],
+                      [f"{v:.2g}" for v in axes[0][::every]])
+        ax.set_yticks([(h + 1) * i + h / 2 for i in range(0, len(axes[1]), every)],
+                      [f"{v:.2g}" for v in axes[1][::every]])
+        ax.set_xlabel("z1")
+        ax.set_ylabel("z2")
     ax.set_title(title)
+    return save(fig, path)
+
+
+def _feature_axes(features: int, title: str) -> tuple[matplotlib.figure.Figure, np.ndarray]:
+    cols = min(4, features)
+    rows = int(np.ceil(features / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.3 * rows), squeeze=False, layout="constrained")
+    for ax in axes.ravel()[features:]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    return fig, axes.ravel()
+
+
+def feature_scatter(data: np.ndarray, recon: np.ndarray, path: Path, *, title: str = "",
+                    features: int = 8) -> Path:
+    """For rows of features, not images: each of the first ``features`` features, data against
+    reconstruction, with the identity line (what the reconstruction grid shows for images)."""
+    features = min(features, data.shape[1])
+    fig, axes = _feature_axes(features, title)
+    for j, ax in zip(range(features), axes):
+        lo, hi = float(min(data[:, j].min(), recon[:, j].min())), float(max(data[:, j].max(), recon[:, j].max()))
+        ax.plot([lo, hi], [lo, hi], color="0.6", linewidth=0.8)
+        ax.scatter(data[:, j], recon[:, j], s=6, alpha=0.6)
+        ax.set_title(f"feature {j}", fontsize=9)
+        ax.set_xlabel("data", fontsize=8)
+        ax.set_ylabel("reconstruction", fontsize=8)
+    return save(fig, path)
+
+
+def feature_histograms(series: dict[str, np.ndarray], path: Path, *, title: str = "", features: int = 8) -> Path:
+    """For rows of features: the marginal histogram of each of the first ``features`` features, one
+    outline per named series (say, test data and samples from the prior)."""
+    features = min(features, next(iter(series.values())).shape[1])
+    fig, axes = _feature_axes(features, title)
+    for j, ax in zip(range(features), axes):
+        for label, values in series.items():
+            ax.hist(values[:, j], bins=30, density=True, histtype="step", label=label)
+        ax.set_title(f"feature {j}", fontsize=9)
+    axes[0].legend(fontsize=7)
     return save(fig, path)
 
 
@@ -70,9 +119,10 @@ def curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: Pat
 def latent_scatter(z: np.ndarray, labels: np.ndarray | None, path: Path, title: str = "posterior means") -> Path:
     """2-D posterior means, coloured by label when there are labels."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    sc = ax.scatter(z[:, 0], z[:, 1], c=labels if labels is not None else "tab:blue", cmap="tab10", s=6, alpha=0.8)
-    if labels is not None:
-        fig.colorbar(sc, ax=ax, label="label")
+    if labels is None:
+        ax.scatter(z[:, 0], z[:, 1], color="tab:blue", s=6, alpha=0.8)
+    else:
+        fig.colorbar(ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", s=6, alpha=0.8), ax=ax, label="label")
     ax.set_xlabel("$z_1$")
     ax.set_ylabel("$z_2$")
     ax.set_title(title)

@@ -92,7 +92,7 @@ class Kind:
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("dataset", "data", "data sets: [data] name = ...",
-         {"binary": False, "labels": False}),  # True / False, or None: depends on the file
+         {"binary": False, "labels": False, "images": True}),  # True / False, or None: depends on the file
     Kind("likelihood", "model.likelihood", "likelihoods p(x|z)",
          {"binary_data": False, "closed_form_update": False}),
     Kind("prior", "model.prior", "priors p(z)", {"support": "real", "needs_guide": False}),  # reads q(z|x)
@@ -105,7 +105,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("optimizer", "train.optimizer", "optimizers", {}),
     Kind("schedule", "train.schedule", "learning-rate schedules", {}),
     Kind("analysis", "eval.<name>", "analyses added to a run: [eval.<name>] ...",
-         {"real_valued": False, "unconditional": False, "labels": False}),  # what the run must offer
+         {"real_valued": False, "unconditional": False, "labels": False, "images": False}),  # what the run must offer
 )}
 
 

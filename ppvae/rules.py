@@ -67,6 +67,11 @@ def _structure(cfg: Any, data: Any) -> None:
     if m.prior.traits["needs_guide"] and (m.conditional or m.top_latent_dim):
         raise ConfigError(f"model.prior = {m.prior.name!r} is built from the guide's q(z | x) at learned inputs, "
                           "without labels and for the one layer z: it needs conditional = false and top_latent_dim = 0.")
+    images = _known(cfg.data.traits["images"], None if data is None else data.images)
+    if not flat and images is False:
+        error = ConfigError if data is None else DataError
+        raise error(f"{cfg.data.name!r} holds rows of features, not images, which a convolutional network cannot "
+                    "read; use model.decoder = 'mlp' and guide.encoder = 'mlp'.")
     if m.conditional:
         labels = _known(cfg.data.traits["labels"], None if data is None else data.train_y is not None)
         if labels is False:
@@ -108,6 +113,10 @@ def _analysis(cfg: Any, name: str, traits: dict, bundled: bool, data: Any) -> No
                           f"{m.likelihood.name!r}.")
     if bundled and traits["unconditional"] and m.conditional:
         raise ConfigError(f"eval.{name} compares with unconditional baselines: it needs model.conditional = false.")
+    if traits["images"] and _known(cfg.data.traits["images"], None if data is None else data.images) is False:
+        error = ConfigError if data is None else DataError
+        raise error(f"eval.{name} draws or classifies images, but {cfg.data.name!r} holds rows of features; "
+                    f"drop eval.{name}.")
     if traits["labels"]:
         labels = _known(cfg.data.traits["labels"], None if data is None else data.train_y is not None)
         if labels is False:

@@ -31,6 +31,7 @@ BEST = "best.pt"  # the parameters at the best validation bound (runs with data.
 REPORT = "report.md"
 STATUS = "STATUS"  # one line: running, interrupted, failed or trained, and how to continue
 EVALUATIONS = "evaluations"  # a JSON record per evaluation (k, test points, seed, checkpoint); metrics.json: the latest
+STANDARDIZATION = "standardization.json"  # the per-feature mean and sd the data were standardized with
 LOCK = ".lock"  # held by the one process working in the run folder; holds its PID
 
 

@@ -26,7 +26,7 @@ def _bernoulli_nll(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     return -(x * p.log() + (1 - x) * (1 - p).log()).sum(-1)
 
 
-@registry.register("analysis", "binary_codes")
+@registry.register("analysis", "binary_codes", images=True)
 class BinaryCodes(Analysis):
     """How binary the posterior-mean codes are (share within 0.05 of 0 or 1, bits used) and the
     reconstruction cost of rounding them to bits."""

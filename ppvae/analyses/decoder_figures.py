@@ -18,7 +18,7 @@ from ppvae.sites import LATENT, OBSERVED, model_site, prior_draws
 POSTERIOR_FILE = "posterior_2d.npz"  # q(z|x) means and sds over test points of a 2-D latent, with labels
 
 
-@registry.register("analysis", "decoder_figures")
+@registry.register("analysis", "decoder_figures", images=True)
 class DecoderFigures(Analysis):
     """mu(z), ancestral samples of p(x|z) and mu(z) +/- 1, 2 sigma; with a 2-D latent, q(z|x) means and
     1-sd ellipses by label (a study of such runs gets them side by side, posteriors.png)."""

@@ -265,7 +265,7 @@ def sample_quality(model: Callable, guide: Callable, data: Dataset, n: int, sour
     return out
 
 
-@registry.register("analysis", "sample_quality", labels=True)
+@registry.register("analysis", "sample_quality", labels=True, images=True)
 class SampleQuality(Analysis):
     """Frechet distances fd_prior / fd_aggregate in a classifier's features (not the Inception FID),
     and KL(mixture || prior) of a Gaussian mixture fit to the aggregate posterior."""

@@ -92,7 +92,7 @@ def weight_draw_figure(model: Callable, guide: Callable, x: torch.Tensor, image_
                             title="the same z under the mean weights and weight draws", row_labels=labels)
 
 
-@registry.register("analysis", "weight_predictive")
+@registry.register("analysis", "weight_predictive", images=True)
 class WeightPredictive(Analysis):
     """Test log-likelihoods under S draws of the decoder weights (an S x N matrix), the posterior-predictive
     NLL and, across a study's runs, ArviZ's PSIS-LOO comparison."""

@@ -25,6 +25,9 @@ class Dataset:
     num_classes: int = 0
     valid_x: torch.Tensor | None = None  # held out of training, for the validation bound and early stopping
     valid_y: torch.Tensor | None = None
+    images: bool = True  # False: rows of real-valued features, drawn per feature instead of as images
+    shift: torch.Tensor | None = None  # per-feature standardization: the model sees (x - shift) / scale
+    scale: torch.Tensor | None = None
 
     @property
     def x_dim(self) -> int:
@@ -38,7 +41,16 @@ class Dataset:
     def to(self, device: torch.device | str) -> "Dataset":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(self, train_x=move(self.train_x), test_x=move(self.test_x), train_y=move(self.train_y),
-                       test_y=move(self.test_y), valid_x=move(self.valid_x), valid_y=move(self.valid_y))
+                       test_y=move(self.test_y), valid_x=move(self.valid_x), valid_y=move(self.valid_y),
+                       shift=move(self.shift), scale=move(self.scale))
+
+    def standardized(self, x: torch.Tensor) -> torch.Tensor:
+        """Values in the data's own units as the model sees them (unchanged without standardization)."""
+        return x if self.shift is None else (x - self.shift) / self.scale
+
+    def original(self, x: torch.Tensor) -> torch.Tensor:
+        """What the model sees (data, reconstructions, samples) back in the data's own units."""
+        return x if self.shift is None else x * self.scale + self.shift
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None,
                 shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -80,6 +92,9 @@ class DataSource:
         self.binarize, self.test_fraction, self.seed = binarize, test_fraction, seed
         self.max_train, self.max_test, self.validation = max_train, max_test, validation
         self.data_dir, self.download = data_dir, download
+        self.real_valued = False  # real numbers, not intensities in [0, 1]
+        self.standardize = False  # per feature, by the training split's mean and standard deviation
+        self.images = True  # False: rows of features, not pixels (what the figures draw)
 
     def arrays(self) -> Arrays:
         """``(train_x, test_x, train_y, test_y, image_shape, num_classes)`` with flat images in [0, 1]."""
@@ -118,11 +133,41 @@ class DataSource:
         for part, x in (("training", train_x), ("test", test_x), ("validation", valid_x)):
             if x is not None and not torch.isfinite(x).all():
                 raise DataError(f"The {part} images of {name!r} contain NaN or infinite values; clean the data first.")
+        shift = scale = None
+        if self.real_valued and self.binarize != "none":
+            raise DataError(f"data.binarize = {self.binarize!r} draws 0/1 pixels from intensities in [0, 1]; "
+                            f"{name!r} holds real values: set data.binarize = 'none' and use a Gaussian likelihood.")
+        if self.standardize:
+            shift, scale = train_x.mean(0), train_x.std(0)
+            scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # a constant feature stays as it is
+            train_x, test_x = (train_x - shift) / scale, (test_x - shift) / scale
+            valid_x = None if valid_x is None else (valid_x - shift) / scale
         if self.binarize != "dynamic":
             train_x = _binarize(train_x, self.binarize, self.seed)
         test_x = _binarize(test_x, self.binarize, self.seed + 1)
         valid_x = None if valid_x is None else _binarize(valid_x, self.binarize, self.seed + 2)
-        return Dataset(name, train_x, test_x, shape, train_y, test_y, self.binarize, num_classes, valid_x, valid_y)
+        return Dataset(name, train_x, test_x, shape, train_y, test_y, self.binarize, num_classes, valid_x, valid_y,
+                       self.images, shift, scale)
+
+
+def checked_labels(y: np.ndarray | None, n: int, path: object, what: str) -> tuple[np.ndarray | None, int]:
+    """``y`` as class indices 0..K-1 of ``n`` points, and K (0 without labels); a clear error otherwise."""
+    if y is None:
+        return None, 0
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"{path}: {what} has shape {y.shape} but there are {n} points; it must be one label per "
+                        "point, shape (N,).")
+    if y.dtype.kind not in "iub" and not (y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+        raise DataError(f"{path}: {what} has non-integer labels (dtype {y.dtype}); map them to integers 0..K-1, or "
+                        "drop them.")
+    y = y.astype(np.int64)
+    if y.min() < 0:
+        raise DataError(f"{path}: {what} has negative labels; map them to integers 0..K-1.")
+    num_classes = int(y.max()) + 1
+    if num_classes > n:  # e.g. raw ids: a CVAE would build a one-hot layer this wide
+        raise DataError(f"{path}: {what} goes up to {num_classes - 1}, more classes than the {n} points; labels are "
+                        "class indices 0..K-1: relabel with np.unique(y, return_inverse=True)[1].")
+    return y, num_classes
 
 
 def _binarize(x: torch.Tensor, how: str, seed: int) -> torch.Tensor:
@@ -134,4 +179,4 @@ def _binarize(x: torch.Tensor, how: str, seed: int) -> torch.Tensor:
     return x
 
 
-__all__ = ["Dataset", "DataSource", "Arrays"]
+__all__ = ["Dataset", "DataSource", "Arrays", "checked_labels"]

@@ -1,4 +1,5 @@
-"""Your own images: an ``.npz`` file with an array ``x`` and optional integer labels ``y``."""
+"""Your own data: an ``.npz`` file with an array ``x`` (images, or real values with ``scale = "real"``
+or ``"standardize"``) and optional integer labels ``y``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated
 import numpy as np
 
 from ppvae import registry
-from ppvae.data.dataset import Arrays, DataSource
+from ppvae.data.dataset import Arrays, DataSource, checked_labels
 from ppvae.errors import ConfigError, DataError
 from ppvae.registry import Param
 
@@ -50,19 +51,24 @@ def _scale_npz(x: np.ndarray, how: str, path: Path) -> np.ndarray:
 
 
 
-@registry.register("dataset", "npz", binary=None, labels=None)
+@registry.register("dataset", "npz", binary=None, labels=None, images=None)
 class Npz(DataSource):
-    """Your own images: data.path is an .npz with x (N, D), (N, H, W) or (N, C, H, W) and optional
-    integer labels y (N,); split at random by test_fraction."""
+    """Your own images or real values: data.path is an .npz with x (N, D), (N, H, W) or (N, C, H, W) and
+    optional integer labels y (N,); split at random by test_fraction."""
 
     def __init__(self, *,
                  path: Annotated[str, Param(doc="the .npz file (array 'x', optional 'y')")] = "",
                  scale: Annotated[str, Param(doc="pixel scaling: 'auto' divides 0..255 integer images by 255, "
                                                  "'255' always divides, 'none' uses values as stored (must lie "
-                                                 "in [0, 1])", choices=("auto", "none", "255"))] = "auto",
+                                                 "in [0, 1]); for real values, not pixels: 'real' as stored, "
+                                                 "'standardize' per feature by the training split (undone for "
+                                                 "samples and reconstructions)",
+                                             choices=("auto", "none", "255", "real", "standardize"))] = "auto",
                  **common):
         super().__init__(**common)
         self.path, self.scale = path, scale
+        self.real_valued = scale in ("real", "standardize")
+        self.standardize = scale == "standardize"
 
     @staticmethod
     def check_params(params: dict, key: str) -> None:
@@ -103,21 +109,7 @@ class Npz(DataSource):
             raise DataError(f"{path}: 'x' holds {len(x)} image(s); at least 2 are needed for a train/test split.")
         if not np.isfinite(x).all():
             raise DataError(f"{path}: 'x' contains NaN or infinite values; clean the data first.")
-        x = _scale_npz(x, self.scale, path).reshape(len(x), -1)
-        num_classes = 0
-        if y is not None:
-            if y.ndim != 1 or len(y) != len(x):
-                raise DataError(f"{path}: 'y' has shape {y.shape} but 'x' has {len(x)} images; "
-                                "'y' must be one label per image, shape (N,).")
-            if y.dtype.kind not in "iub" and not (y.dtype.kind == "f" and np.all(np.isfinite(y))
-                                                   and np.all(y == np.round(y))):
-                raise DataError(f"{path}: 'y' has non-integer labels (dtype {y.dtype}); "
-                                "map them to integers 0..K-1, or drop 'y'.")
-            y = y.astype(np.int64)
-            if y.min() < 0:
-                raise DataError(f"{path}: 'y' has negative labels; map them to integers 0..K-1.")
-            num_classes = int(y.max()) + 1
-            if num_classes > len(x):  # e.g. raw ids: a CVAE would build a one-hot layer this wide
-                raise DataError(f"{path}: 'y' goes up to {num_classes - 1}, more classes than the {len(x)} images; "
-                                "labels are class indices 0..K-1: relabel with np.unique(y, return_inverse=True)[1].")
+        self.images = not self.real_valued or x.ndim > 2  # a 2-D array of real values is a table of features
+        x = (x.astype(np.float32) if self.real_valued else _scale_npz(x, self.scale, path)).reshape(len(x), -1)
+        y, num_classes = checked_labels(y, len(x), path, "'y'")
         return (*self.split(x, y), shape, num_classes)

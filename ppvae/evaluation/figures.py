@@ -14,22 +14,42 @@ from ppvae.evaluation.sampling import uncertainty_figures
 from ppvae.sites import decode_mean, posterior_mean, prior_samples
 
 
+SHOWN = {"none": ("test images", "data"), "threshold": ("thresholded test images", "data"),
+         "static": ("test images as one binarized draw", "draw"),
+         "dynamic": ("test images as one binarized draw", "draw")}  # what the data rows show, by data.binarize
+
+
 @torch.no_grad()
 def run_figures(model: Callable, guide: Callable, data: Dataset, run_dir: Path) -> list[Path]:
-    """Draw the standard figures of a trained pair into ``run_dir`` (the curves from its ``metrics.jsonl``)."""
+    """Draw the standard figures of a trained pair into ``run_dir`` (the curves from its ``metrics.jsonl``);
+    rows of features, not images, get per-feature plots in the data's own units instead of image grids."""
     x, y = data.test_x[:32], None if data.test_y is None else data.test_y[:32]
     shape = data.image_shape
     z = posterior_mean(guide, x, y)
     recon = decode_mean(model, z, x, y)
-    pairs = torch.stack([x[:16], recon[:16], x[16:32], recon[16:32]]).reshape(-1, x.shape[1])
-    out = [plots.image_grid(pairs.cpu().numpy(), shape, run_dir / "reconstructions.png", rows=4,
-                            title="test images and reconstructions", row_labels=["data", "recon", "data", "recon"])]
     # labels for conditional pairs (ignored by others): one class per row of 8 samples
     classes = data.num_classes if data.train_y is not None else 0
     labels = torch.arange(classes, device=x.device).repeat_interleave(8) if classes else None
-    samples = prior_samples(model, x, 8 * classes if classes else 64, labels)
-    out.append(plots.image_grid(samples.cpu().numpy(), shape, run_dir / "samples.png", rows=classes or None,
-                                title="samples from the prior (means)"))
+    samples = data.original(prior_samples(model, x, 8 * classes if classes else 64, labels))
+    if data.images:
+        shown, label = SHOWN[data.binarize]
+        pairs = data.original(torch.stack([x[:16], recon[:16], x[16:32], recon[16:32]]).reshape(-1, x.shape[1]))
+        out = [plots.image_grid(pairs.cpu().numpy(), shape, run_dir / "reconstructions.png", rows=4,
+                                title=f"{shown} and their reconstructions (means)",
+                                row_labels=[label, "recon"] * 2),
+               plots.image_grid(samples.cpu().numpy(), shape, run_dir / "samples.png", rows=classes or None,
+                                title="samples from the prior (means)")]
+    else:
+        n = min(500, data.test_x.shape[0])
+        xs, ys = data.test_x[:n], None if data.test_y is None else data.test_y[:n]
+        rec = decode_mean(model, posterior_mean(guide, xs, ys), xs, ys)
+        draws = data.original(prior_samples(model, xs, n, ys))
+        out = [plots.feature_scatter(data.original(xs).cpu().numpy(), data.original(rec).cpu().numpy(),
+                                     run_dir / "reconstructions.png", title="test data against reconstructions "
+                                                                            "(means), per feature"),
+               plots.feature_histograms({"test data": data.original(xs).cpu().numpy(), "prior samples (means)":
+                                         draws.cpu().numpy()}, run_dir / "samples.png",
+                                        title="test data and samples from the prior, per feature")]
     hist = runs.read_jsonl(run_dir / runs.EPOCHS)
     epochs = [h["epoch"] for h in hist]
     series = {"train (objective)": (epochs, [-h["train_loss"] for h in hist]),
@@ -48,13 +68,15 @@ def run_figures(model: Callable, guide: Callable, data: Dataset, run_dir: Path) 
         zt = posterior_mean(guide, data.test_x[:n], ty)
         out.append(plots.latent_scatter(zt.cpu().numpy(), None if ty is None else ty.cpu().numpy(),
                                         run_dir / "latent.png"))
-        grid = torch.linspace(0.05, 0.95, 15, device=x.device)
-        normal = torch.distributions.Normal(0.0, 1.0)
-        zz = torch.cartesian_prod(normal.icdf(grid), normal.icdf(grid)).flip(-1)
-        manifold = decode_mean(model, zz, x, None if labels is None else labels[:1].expand(len(zz)))
-        out.append(plots.image_grid(manifold.cpu().numpy(), shape, run_dir / "manifold.png", rows=15,
-                                    title="learned manifold (inverse-CDF grid)"))
-    return out + uncertainty_figures(model, guide, data, run_dir)
+        if data.images:
+            values = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, 15, device=x.device))
+            zz = torch.cartesian_prod(values, values).flip(-1)  # z1 along a row, z2 down the rows
+            manifold = decode_mean(model, zz, x, None if labels is None else labels[:1].expand(len(zz)))
+            ticks = values.cpu().tolist()
+            out.append(plots.image_grid(data.original(manifold).cpu().numpy(), shape, run_dir / "manifold.png",
+                                        rows=15, title="learned manifold: E[x | z] on an inverse-CDF grid of z",
+                                        axes=(ticks, ticks)))
+    return out + (uncertainty_figures(model, guide, data, run_dir) if data.images else [])
 
 
 __all__ = ["run_figures"]

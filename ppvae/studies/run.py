@@ -126,12 +126,27 @@ def _load_run(run_dir: Path, overrides: Sequence[str]) -> tuple[Config, Dataset,
         cfg = new
     state = runs.load_checkpoint(run_dir / runs.CHECKPOINT)
     data, trainer = prepare(cfg)
+    check_standardization(run_dir, data)
     trainer.load_state_dict(state["trainer"])
     if cfg.train.epochs < trainer.epoch:
         raise ConfigError(f"train.epochs = {cfg.train.epochs} is fewer than the {trainer.epoch} epochs the checkpoint "
                           f"has trained; give train.epochs >= {trainer.epoch} (or evaluate it as it is with "
                           f"'ppvae eval {run_dir}').")
     return cfg, data, trainer, state
+
+
+def check_standardization(run_dir: Path, data: Dataset) -> None:
+    """The per-feature standardization the run trained with (``standardization.json``) is the one its data
+    give now: else the data file has changed since, and the checkpoint does not fit it."""
+    path = run_dir / runs.STANDARDIZATION
+    if not path.is_file():
+        return
+    saved = runs.read_json(path)
+    now = {"mean": data.shift, "sd": data.scale}
+    if any(now[k] is None or not torch.allclose(now[k].cpu(), torch.tensor(saved[k]), rtol=1e-5, atol=1e-6)
+           for k in now):
+        raise DataError(f"The data of {run_dir} are not the ones it trained on: their per-feature mean and standard "
+                        f"deviation differ from {path}. Point data.path at the original file (config.json names it).")
 
 
 def _progress(total: int, initial: int, shown: bool = True) -> tqdm:
@@ -244,6 +259,9 @@ def run(cfg: Config | None, out: Path | str = "runs", resume: Path | None = None
                 run_dir = runs.new_run_dir(out, cfg.name or "run") if folder is None else runs.make_dir(Path(folder))
                 stack.enter_context(runs.owned(run_dir))
                 runs.write_json(run_dir / runs.CONFIG, to_dict(cfg))
+                if data.shift is not None:
+                    runs.write_json(run_dir / runs.STANDARDIZATION, {"mean": data.shift.tolist(),
+                                                                     "sd": data.scale.tolist()})
             if trainer.group:
                 run_dir = Path(trainer.group.broadcast_text(None if run_dir is None else str(run_dir)))
         seconds = train(cfg, run_dir, data, trainer)
