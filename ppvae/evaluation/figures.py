@@ -13,7 +13,6 @@ from ppvae.data import Dataset
 from ppvae.evaluation.sampling import uncertainty_figures
 from ppvae.sites import decode_mean, posterior_mean, prior_samples
 
-
 SHOWN = {"none": ("test images", "data"), "threshold": ("thresholded test images", "data"),
          "static": ("test images as one binarized draw", "draw"),
          "dynamic": ("test images as one binarized draw", "draw")}  # what the data rows show, by data.binarize
