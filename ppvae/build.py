@@ -130,7 +130,7 @@ def _bayesian_pair(cfg: Config, data: Dataset, likelihood: nn.Module) -> Pair:
     m, g = cfg.model, cfg.guide
     weights = m.weights.create()
     decoder = weights.decoder(m.decoder, m.latent_dim, data.x_dim * likelihood.outputs_per_pixel, data.image_shape)
-    n = data.train_x.shape[0]
+    n = data.num_train
     prior = m.prior.create(m.latent_dim)
     model = BayesianVAEModel(prior, decoder, likelihood, n)
     family = g.family.create(m.latent_dim)

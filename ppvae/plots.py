@@ -31,20 +31,29 @@ def save(fig: matplotlib.figure.Figure, path: Path, tight: bool = True) -> Path:
     return path
 
 
+def pixels(images: np.ndarray, image_shape: Sequence[int], grey: bool = False) -> np.ndarray:
+    """Flat images ``[N, D]`` (channel-major, as the models see them) as ``[N, H, W]`` for one channel, or
+    ``[N, H, W, 3]`` for colour (``grey``: the mean over the channels, for a per-pixel sigma)."""
+    c, h, w = (1, *image_shape[-2:]) if len(image_shape) < 3 else tuple(image_shape[-3:])
+    images = np.asarray(images).reshape(len(images), c, h, w)
+    if c == 1 or grey:
+        return images.mean(1)
+    return images[:, :3].transpose(0, 2, 3, 1)
+
+
 def image_grid(images: np.ndarray, image_shape: Sequence[int], path: Path, *, rows: int | None = None,
                title: str = "", row_labels: Sequence[str] = (),
                axes: tuple[Sequence[float], Sequence[float]] | None = None) -> Path:
     """Tile flat images ``[N, D]`` (values in [0, 1]) into a grid; ``axes``: the values (z1 per column,
     z2 per row) the tiles stand for, written as ticks (the learned manifold)."""
-    images = np.clip(np.asarray(images, dtype=np.float32), 0, 1)
-    h, w = image_shape[-2], image_shape[-1]
-    n = images.shape[0]
+    tiles = pixels(np.clip(np.asarray(images, dtype=np.float32), 0, 1), image_shape)
+    n, h, w = tiles.shape[:3]
     rows = rows or int(np.ceil(np.sqrt(n)))
     cols = int(np.ceil(n / rows))
-    canvas = np.ones((rows * (h + 1) - 1, cols * (w + 1) - 1))
-    for i, img in enumerate(images.reshape(n, -1)[:, : h * w]):
+    canvas = np.ones((rows * (h + 1) - 1, cols * (w + 1) - 1, *tiles.shape[3:]))
+    for i, img in enumerate(tiles):
         r, c = divmod(i, cols)
-        canvas[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = img.reshape(h, w)
+        canvas[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = img
     fig, ax = plt.subplots(figsize=(max(3, cols * w / 14), max(3, rows * h / 14)))
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
@@ -146,26 +155,28 @@ def heatmap(values: Sequence[Sequence[float]], rows: Sequence[str], cols: Sequen
     return save(fig, path)
 
 
-def _canvas(images: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Flat images ``[N, D]`` side by side in one row, one pixel apart (NaN between them)."""
-    n = images.shape[0]
-    canvas = np.full((h, n * (w + 1) - 1), np.nan)
-    for i, img in enumerate(images.reshape(n, -1)[:, : h * w]):
-        canvas[:, i * (w + 1): i * (w + 1) + w] = img.reshape(h, w)
+def _canvas(tiles: np.ndarray) -> np.ndarray:
+    """Images ``[N, H, W(, 3)]`` side by side in one row, one pixel apart (NaN between them)."""
+    n, h, w = tiles.shape[:3]
+    canvas = np.full((h, n * (w + 1) - 1, *tiles.shape[3:]), np.nan)
+    for i, img in enumerate(tiles):
+        canvas[:, i * (w + 1): i * (w + 1) + w] = img
     return canvas
 
 
 def image_rows(rows: Sequence[tuple[str, np.ndarray, bool]], image_shape: Sequence[int], path: Path, *,
                title: str = "") -> Path:
-    """One labelled row per ``(label, images [N, D], is_sigma)``: grey levels in [0, 1], or per-pixel
-    sigma on one colour scale (their min to max) shared by all sigma rows, with a colour bar (uncertainty maps)."""
+    """One labelled row per ``(label, images [N, D], is_sigma)``: images in [0, 1] (grey or colour), or per-pixel
+    sigma (averaged over colour channels) on one colour scale (their min to max) shared by all sigma rows, with a
+    colour bar (uncertainty maps)."""
     h, w = image_shape[-2], image_shape[-1]
-    sigmas = [np.asarray(imgs) for _, imgs, is_sigma in rows if is_sigma]
+    sigmas = [pixels(np.asarray(imgs), image_shape, grey=True) for _, imgs, is_sigma in rows if is_sigma]
     lo, hi = (float(min(s.min() for s in sigmas)), float(max(s.max() for s in sigmas))) if sigmas else (0.0, 1.0)
     n = max(imgs.shape[0] for _, imgs, _ in rows)
     fig, axes = plt.subplots(len(rows), 1, figsize=(max(4, n * w / 12), 0.3 + len(rows) * h / 12 * 1.15), squeeze=False)
     for ax, (label, imgs, is_sigma) in zip(axes[:, 0], rows):
-        canvas = _canvas(np.asarray(imgs, dtype=np.float32), h, w)
+        canvas = _canvas(pixels(np.asarray(imgs, dtype=np.float32), image_shape, grey=is_sigma))
+        canvas = canvas if is_sigma else np.clip(canvas, 0, 1)
         im = ax.imshow(canvas, cmap="magma" if is_sigma else "gray", vmin=lo if is_sigma else 0,
                        vmax=hi if is_sigma else 1, interpolation="nearest")
         ax.set_xticks([])

@@ -28,10 +28,17 @@ class Dataset:
     images: bool = True  # False: rows of real-valued features, drawn per feature instead of as images
     shift: torch.Tensor | None = None  # per-feature standardization: the model sees (x - shift) / scale
     scale: torch.Tensor | None = None
+    stream: torch.utils.data.Dataset | None = None  # the whole training set on disk; train_x: its first images
+    workers: int = 0  # DataLoader processes reading ``stream``
 
     @property
     def x_dim(self) -> int:
         return self.train_x.shape[1]
+
+    @property
+    def num_train(self) -> int:
+        """Training points per epoch (all of a streamed set, not only the ones held in memory)."""
+        return self.train_x.shape[0] if self.stream is None else len(self.stream)
 
     @property
     def binary(self) -> bool:
@@ -40,7 +47,7 @@ class Dataset:
 
     def to(self, device: torch.device | str) -> "Dataset":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return replace(self, train_x=move(self.train_x), test_x=move(self.test_x), train_y=move(self.train_y),
+        return replace(self, train_x=move(self.train_x), test_x=move(self.test_x), train_y=move(self.train_y),  # not the stream
                        test_y=move(self.test_y), valid_x=move(self.valid_x), valid_y=move(self.valid_y),
                        shift=move(self.shift), scale=move(self.scale))
 
@@ -54,17 +61,24 @@ class Dataset:
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None,
                 shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Training minibatches ``(x, y)``; indexing stays on the data's device (no DataLoader)."""
-        n = self.train_x.shape[0]
+        """Training minibatches ``(x, y)``: indexing on the data's device, or for a streamed set a DataLoader
+        over the same order of indices (so a seed gives the same batches either way)."""
+        n = self.num_train
         device = self.train_x.device
-        order = (torch.randperm(n, generator=generator, device="cpu").to(device)
-                 if shuffle else torch.arange(n, device=device))
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
-            x = self.train_x[idx]
-            if self.binarize == "dynamic":
-                x = torch.bernoulli(x)
-            yield x, (None if self.train_y is None else self.train_y[idx])
+        order = torch.randperm(n, generator=generator, device="cpu") if shuffle else torch.arange(n)
+        if self.stream is None:
+            order = order.to(device)
+            pairs = ((self.train_x[idx], None if self.train_y is None else self.train_y[idx])
+                     for idx in order.split(batch_size))
+        else:
+            # its own generator: a DataLoader seeds its workers from the global RNG otherwise, which would shift
+            # every later draw (dynamic binarization, the estimator's noise) against the in-memory path
+            loader = torch.utils.data.DataLoader(self.stream, batch_sampler=[b.tolist() for b in order.split(batch_size)],
+                                                 num_workers=self.workers, pin_memory=device.type == "cuda",
+                                                 generator=torch.Generator())
+            pairs = ((x.to(device, non_blocking=True), None if (y < 0).any() else y.to(device)) for x, y in loader)
+        for x, y in pairs:
+            yield (torch.bernoulli(x) if self.binarize == "dynamic" else x), y
 
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, tuple[int, ...], int]
@@ -143,9 +157,9 @@ class DataSource:
             train_x, test_x = (train_x - shift) / scale, (test_x - shift) / scale
             valid_x = None if valid_x is None else (valid_x - shift) / scale
         if self.binarize != "dynamic":
-            train_x = _binarize(train_x, self.binarize, self.seed)
-        test_x = _binarize(test_x, self.binarize, self.seed + 1)
-        valid_x = None if valid_x is None else _binarize(valid_x, self.binarize, self.seed + 2)
+            train_x = binarized(train_x, self.binarize, self.seed)
+        test_x = binarized(test_x, self.binarize, self.seed + 1)
+        valid_x = None if valid_x is None else binarized(valid_x, self.binarize, self.seed + 2)
         return Dataset(name, train_x, test_x, shape, train_y, test_y, self.binarize, num_classes, valid_x, valid_y,
                        self.images, shift, scale)
 
@@ -170,7 +184,8 @@ def checked_labels(y: np.ndarray | None, n: int, path: object, what: str) -> tup
     return y, num_classes
 
 
-def _binarize(x: torch.Tensor, how: str, seed: int) -> torch.Tensor:
+def binarized(x: torch.Tensor, how: str, seed: int) -> torch.Tensor:
+    """``x`` thresholded, or one seeded Bernoulli draw of it ("static", and a "dynamic" set's test images)."""
     if how == "threshold":
         return (x > 0.5).float()
     if how in ("static", "dynamic"):
@@ -179,4 +194,4 @@ def _binarize(x: torch.Tensor, how: str, seed: int) -> torch.Tensor:
     return x
 
 
-__all__ = ["Dataset", "DataSource", "Arrays", "checked_labels"]
+__all__ = ["Dataset", "DataSource", "Arrays", "checked_labels", "binarized"]

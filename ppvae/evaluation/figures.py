@@ -32,10 +32,12 @@ def run_figures(model: Callable, guide: Callable, data: Dataset, run_dir: Path) 
     samples = data.original(prior_samples(model, x, 8 * classes if classes else 64, labels))
     if data.images:
         shown, label = SHOWN[data.binarize]
-        pairs = data.original(torch.stack([x[:16], recon[:16], x[16:32], recon[16:32]]).reshape(-1, x.shape[1]))
-        out = [plots.image_grid(pairs.cpu().numpy(), shape, run_dir / "reconstructions.png", rows=4,
+        k = min(16, max(1, x.shape[0] // 2))  # two rows of data and their reconstructions (one for a tiny set)
+        rows = 4 if x.shape[0] >= 2 * k else 2
+        pairs = data.original(torch.stack([x[:k], recon[:k], x[k:2 * k], recon[k:2 * k]][:rows]).reshape(-1, x.shape[1]))
+        out = [plots.image_grid(pairs.cpu().numpy(), shape, run_dir / "reconstructions.png", rows=rows,
                                 title=f"{shown} and their reconstructions (means)",
-                                row_labels=[label, "recon"] * 2),
+                                row_labels=[label, "recon"] * (rows // 2)),
                plots.image_grid(samples.cpu().numpy(), shape, run_dir / "samples.png", rows=classes or None,
                                 title="samples from the prior (means)")]
     else:

@@ -299,7 +299,7 @@ class Trainer:
         Between steps it honours ``stop_signal`` (raising Interrupted) and every
         ``check_every`` steps and at the end it reads the finiteness record.
         """
-        steps_per_epoch = -(-data.train_x.shape[0] // self.cfg.batch_size)
+        steps_per_epoch = -(-data.num_train // self.cfg.batch_size)
         if self.batch == 0:
             self.epoch_order = self.shuffle.get_state()
             self.epoch_loss = torch.zeros((), device=self.device)
@@ -347,7 +347,7 @@ class Trainer:
             for _ in self.run_epoch(data):
                 if on_batch:
                     on_batch()
-            train_loss = self.epoch_loss.item() / data.train_x.shape[0]
+            train_loss = self.epoch_loss.item() / data.num_train
             elbo = test_elbo(self.model, self.guide, data)
             valid = best = None
             if data.valid_x is not None and self.epoch % self.cfg.validate_every == 0:

@@ -94,7 +94,8 @@ def test_dynamic_binarization_fresh_draws_per_epoch_fixed_test_set():
 
 
 def test_unknown_dataset_names_the_choices():
-    with pytest.raises(ConfigError, match="data.name = 'cifar' is not one of 'binarized_mnist', 'digits'"):
+    with pytest.raises(ConfigError, match="data.name = 'cifar' is not one of 'binarized_mnist', .*'digits'.*"
+                                          "Did you mean 'cifar10'"):
         load_dataset(dict(name="cifar"))
 
 
