@@ -37,6 +37,7 @@ import ppvae.analyses  # noqa: F401  (each of these registers its parts)
 import ppvae.data  # noqa: F401
 import ppvae.guides  # noqa: F401
 import ppvae.infer.estimators  # noqa: F401
+import ppvae.loggers  # noqa: F401
 import ppvae.models  # noqa: F401
 import ppvae.nn  # noqa: F401
 from ppvae import legacy, registry, rules, runs
@@ -105,37 +106,74 @@ class EvalSection(Section):
 
     @classmethod
     def from_dict(cls, raw: Any) -> "EvalSection":
-        if not isinstance(raw, dict):
-            raise ConfigError(f"[eval] must be a table, got {registry.toml_value(raw)}.")
-        static = [f.name for f in registry.dataclass_fields(cls) if f.name != "analyses"]
-        analyses = registry.names("analysis")
-        kwargs, enabled = {}, {}
-        for name, value in raw.items():
-            if name in static:
-                kwargs[name] = value
-            elif name in analyses:
-                enabled[name] = value
-            else:
-                raise registry.unknown_key("eval", name, static + analyses)
-        return cls(**kwargs, analyses=enabled)
+        return named_parts_from_dict(cls, raw, "analysis", "analyses")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        specs = {}
-        for name, value in self.analyses.items():
-            if value is False:
-                continue
-            table = {} if value is True else value.to_dict() if isinstance(value, Spec) else value
-            if not isinstance(table, dict):
-                raise ConfigError(f"eval.{name} = {registry.toml_value(value)}: write true (its defaults), false, "
-                                  f"or a table of its parameters, e.g. [eval.{name}].")
-            specs[name] = registry.spec("analysis", {**table, "name": name}, f"eval.{name}")
-        object.__setattr__(self, "analyses", specs)
+        object.__setattr__(self, "analyses", named_specs(self.key, "analysis", self.analyses))
 
     def to_dict(self) -> dict:
-        out = super().to_dict()
-        analyses = out.pop("analyses")
-        return out | {name: {k: v for k, v in table.items() if k != "name"} for name, table in analyses.items()}
+        return named_parts_to_dict(super().to_dict(), "analyses")
+
+
+@dataclass(frozen=True)
+class LogSection(Section):
+    """``[log]``: trackers a run also writes to (``log.tensorboard = true``, ``[log.mlflow]``); the run folder stays
+    the source of truth."""
+
+    key: ClassVar[str] = "log"
+
+    loggers: dict = field(default_factory=dict)  # logger name -> Spec; in TOML each is its own log.<name> table
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "LogSection":
+        return named_parts_from_dict(cls, raw, "logger", "loggers")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "loggers", named_specs(self.key, "logger", self.loggers))
+
+    def to_dict(self) -> dict:
+        return named_parts_to_dict(super().to_dict(), "loggers")
+
+
+NAMED_PARTS = {"analyses": "analysis", "loggers": "logger"}  # section fields that hold parts enabled by name
+
+
+def named_parts_from_dict(cls: type[Section], raw: Any, kind: str, field_name: str) -> Section:
+    """A section whose keys are its own settings or the names of parts of ``kind`` (``eval.theory = true``)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{cls.key}] must be a table, got {registry.toml_value(raw)}.")
+    static = [f.name for f in registry.dataclass_fields(cls) if f.name != field_name]
+    names = registry.names(kind)
+    kwargs, enabled = {}, {}
+    for name, value in raw.items():
+        if name in static:
+            kwargs[name] = value
+        elif name in names:
+            enabled[name] = value
+        else:
+            raise registry.unknown_key(cls.key, name, static + names)
+    return cls(**kwargs, **{field_name: enabled})
+
+
+def named_specs(key: str, kind: str, values: dict) -> dict[str, Spec]:
+    """``true`` (the part's defaults), ``false`` (off) or a table of its parameters, for each named part."""
+    specs = {}
+    for name, value in values.items():
+        if value is False:
+            continue
+        table = {} if value is True else value.to_dict() if isinstance(value, Spec) else value
+        if not isinstance(table, dict):
+            raise ConfigError(f"{key}.{name} = {registry.toml_value(value)}: write true (its defaults), false, "
+                              f"or a table of its parameters, e.g. [{key}.{name}].")
+        specs[name] = registry.spec(kind, {**table, "name": name}, f"{key}.{name}")
+    return specs
+
+
+def named_parts_to_dict(out: dict, field_name: str) -> dict:
+    parts = out.pop(field_name)
+    return out | {name: {k: v for k, v in table.items() if k != "name"} for name, table in parts.items()}
 
 
 @dataclass(frozen=True)
@@ -150,6 +188,7 @@ class Config(Section):
     estimator: Annotated[Spec, Part("estimator")] = registry.spec("estimator", "trace", "estimator")
     train: TrainSettings = TrainSettings()
     eval: EvalSection = EvalSection()
+    log: LogSection = LogSection()
     name: Annotated[str, Param(doc="experiment name (defaults to the file name)")] = ""
     description: Annotated[str, Param(doc="one line for ppvae list and report.md")] = ""
     plugins: Annotated[tuple[str, ...], Param(doc="files (my_parts.py) or modules that register parts of your "
@@ -409,10 +448,12 @@ def keys(section: type[Section] = Config) -> list[tuple[str, str, str]]:
     rows = []
     for f in registry.dataclass_fields(section):
         key = f"{section.key}.{f.name}" if section.key else f.name
-        if f.name == "analyses":
-            for e in registry.entries("analysis"):
-                rows.append((f"eval.{e.name}", "false", f"analysis (true or a table enables it): {e.doc}"))
-                rows += [(f"eval.{e.name}.{p.name}", registry.toml_value(p.default), _describe(p)) for p in e.fields]
+        if f.name in NAMED_PARTS:
+            kind = NAMED_PARTS[f.name]
+            for e in registry.entries(kind):
+                rows.append((f"{section.key}.{e.name}", "false", f"{kind} (true or a table enables it): {e.doc}"))
+                rows += [(f"{section.key}.{e.name}.{p.name}", registry.toml_value(p.default), _describe(p))
+                         for p in e.fields]
         elif isinstance(f.meta, Part):
             rows += _part_keys(key, f.meta.kind, f.default)
         elif isinstance(f.type, type) and issubclass(f.type, Section):

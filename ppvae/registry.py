@@ -104,6 +104,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          {"local_reparam": False}),  # its bound allows fresh weight noise per data point
     Kind("optimizer", "train.optimizer", "optimizers", {}),
     Kind("schedule", "train.schedule", "learning-rate schedules", {}),
+    Kind("logger", "log.<name>", "trackers a run also writes to: [log.<name>] ...", {}),
     Kind("analysis", "eval.<name>", "analyses added to a run: [eval.<name>] ...",
          {"real_valued": False, "unconditional": False, "labels": False, "images": False}),  # what the run must offer
 )}

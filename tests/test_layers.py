@@ -22,7 +22,7 @@ LAYERS = [
     ["ppvae.models", "ppvae.guides", "ppvae.data"],  # the parts of a pair, and the data
     ["ppvae.infer"],  # importance weights, estimators, optimizers, schedules, trainer
     ["ppvae.evaluation"],
-    ["ppvae.analyses"],
+    ["ppvae.analyses", "ppvae.loggers"],
     ["ppvae.rules", "ppvae.legacy"],
     ["ppvae.config"],
     ["ppvae.build"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.metadata
+import logging
 import math
 import os
 import platform
@@ -30,6 +31,7 @@ from ppvae.errors import (
     PairError,
     PPVAEError,
     TrainingError,
+    one_line,
     reported_as,
 )
 from ppvae.evaluation.figures import run_figures
@@ -40,7 +42,9 @@ from ppvae.infer.estimators import make_estimator
 from ppvae.infer.trainer import Trainer, interrupt_on_signals, resolve_device, seed_everything, stop_on_signals
 from ppvae.nn import eval_mode
 
-RESUMABLE = ("train.epochs", "train.lr", "train.device", "eval.")  # what ``--resume`` overrides may change
+log = logging.getLogger(__name__)
+
+RESUMABLE = ("train.epochs", "train.lr", "train.device", "eval.", "log.")  # what ``--resume`` overrides may change
 
 
 def absolute_paths(cfg: Config) -> Config:
@@ -154,7 +158,8 @@ def _progress(total: int, initial: int, shown: bool = True) -> tqdm:
                 file=sys.stderr, disable=None if shown else True)
 
 
-def train(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer) -> float:
+def train(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer,
+          on_epoch: Callable[[dict], None] | None = None) -> float:
     """Train to ``cfg.train.epochs``, writing per-epoch metrics and a checkpoint each epoch.
 
     Ctrl-C or SIGTERM saves the exact position and raises Interrupted; a diverging or failing
@@ -175,7 +180,7 @@ def train(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer) -> float:
     resume = f"ppvae run --resume {run_dir}"
     write.write_status(run_dir, f"running (pid {os.getpid()}; if that process is gone, it crashed: continue with: "
                                 f"{resume})")
-    steps_per_epoch = math.ceil(data.train_x.shape[0] / cfg.train.batch_size)
+    steps_per_epoch = math.ceil(data.num_train / cfg.train.batch_size)
     start = time.perf_counter()
     try:
         with _progress(cfg.train.epochs * steps_per_epoch, trainer.step, main) as bar, stop_on_signals(trainer):
@@ -187,6 +192,8 @@ def train(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer) -> float:
                                           {"trainer": trainer.state_dict(), "config": to_dict(cfg)})
                 write.append_jsonl(run_dir / runs.EPOCHS, record)
                 saved = save()
+                if on_epoch:
+                    on_epoch(record)
                 bar.set_postfix(loss=f"{result.train_loss:.2f}", test_elbo=f"{result.test_elbo:.2f}")
                 if bar.disable and main:
                     valid = "" if result.valid_bound is None else f", validation bound {result.valid_bound:.3f}"
@@ -243,6 +250,8 @@ def run(cfg: Config | None, out: Path | str = "runs", resume: Path | None = None
     ``overrides`` (only keys in ``RESUMABLE``; ``trust``: see :func:`load_run`)."""
     with contextlib.ExitStack() as stack:
         stack.callback(distributed.leave)
+        trackers = Trackers()
+        stack.callback(trackers.call, "close")
         if resume is not None:
             run_dir = Path(resume)
             if is_main():
@@ -251,8 +260,11 @@ def run(cfg: Config | None, out: Path | str = "runs", resume: Path | None = None
             runs.read_jsonl(run_dir / runs.EPOCHS)  # readable, before config.json takes the overrides
             if is_main():
                 runs.write_json(run_dir / runs.CONFIG, to_dict(cfg))
+                trackers.start(cfg, run_dir, resumed=True)
         else:
             cfg = absolute_paths(cfg)
+            if is_main():
+                trackers.create(cfg)  # a missing tracker package is refused before any data are loaded
             data, trainer = prepare(cfg)
             run_dir = None
             if is_main():
@@ -262,12 +274,39 @@ def run(cfg: Config | None, out: Path | str = "runs", resume: Path | None = None
                 if data.shift is not None:
                     runs.write_json(run_dir / runs.STANDARDIZATION, {"mean": data.shift.tolist(),
                                                                      "sd": data.scale.tolist()})
+                trackers.start(cfg, run_dir, resumed=False)
             if trainer.group:
                 run_dir = Path(trainer.group.broadcast_text(None if run_dir is None else str(run_dir)))
-        seconds = train(cfg, run_dir, data, trainer)
+        seconds = train(cfg, run_dir, data, trainer, lambda record: trackers.call("epoch", record))
         if is_main():  # rank 0 evaluates; the other ranks of a data-parallel run are done
-            finish(cfg, run_dir, data, trainer, {"train_seconds_this_session": seconds})
+            metrics = finish(cfg, run_dir, data, trainer, {"train_seconds_this_session": seconds})
+            trackers.call("finish", metrics, sorted(run_dir.glob("*.png")))
     return run_dir
+
+
+class Trackers:
+    """The run's loggers (``[log.<name>]``). One that fails while the run goes on is named in a warning and
+    dropped: the run folder holds everything it would have had."""
+
+    def __init__(self) -> None:
+        self.loggers: list = []
+
+    def create(self, cfg: Config) -> None:
+        self.loggers = [spec.create() for spec in cfg.log.loggers.values()]
+
+    def start(self, cfg: Config, run_dir: Path, resumed: bool) -> None:
+        if not self.loggers:
+            self.create(cfg)
+        self.call("start", to_dict(cfg), run_dir, resumed)
+
+    def call(self, hook: str, *args: object) -> None:
+        for logger in list(self.loggers):
+            try:
+                getattr(logger, hook)(*args)
+            except Exception as e:  # a tracker's failure must not cost the run
+                log.warning("logger %s failed in %s (%s); the run goes on without it, its folder holds everything.",
+                            type(logger).__name__, hook, one_line(e))
+                self.loggers.remove(logger)
 
 
 def is_main() -> bool:
