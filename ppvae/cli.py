@@ -57,8 +57,8 @@ def cmd_run(args: argparse.Namespace) -> int | None:
 def headline(m: dict) -> str:
     """A finished run's numbers in one line: the test NLL with its standard error, the bound, its KL and the
     active units."""
-    units, active = m.get("test_kl_per_unit"), m.get("active_units")
-    active = "-" if active is None else f"{active}" + (f" of {len(units)}" if units else "")
+    units, active = m.get("latent_units"), m.get("active_units")
+    active = "-" if active is None else f"{active}" + (f" of {units}" if units else "")
     return (f"test NLL {m['test_nll']:.3f} +- {m['test_ll_se']:.3f} nats (IWAE, k = {m['eval_k']}, "
             f"{m['eval_points']} points); ELBO {m['test_elbo']:.3f}, KL {m['test_kl']:.3f}; active units {active}")
 

@@ -24,6 +24,8 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     assert abs(metrics["test_elbo"] - (metrics["test_recon_loglik"] - metrics["test_kl"])) < 1e-4
     report = (run_dir / "report.md").read_text()
     assert all(f"]({name})" in report for name in FIGURES)
+    nll = next(line for line in report.splitlines() if line.startswith("| test_nll |"))
+    assert "| nats per point |" in nll and "lower is better" in nll  # each metric's unit and meaning
     config = json.loads((run_dir / "config.json").read_text())
     assert config["train"]["epochs"] == 3 and config["name"] == "quickstart"
 

@@ -35,6 +35,7 @@ from ppvae.errors import (
     reported_as,
 )
 from ppvae.evaluation.figures import run_figures
+from ppvae.evaluation.glossary import describe
 from ppvae.evaluation.loglik import Pointwise, evaluate_detailed
 from ppvae.evaluation.sampling import collapse_diagnostics
 from ppvae.infer import distributed
@@ -234,8 +235,9 @@ def write_report(cfg: Config, run_dir: Path, metrics: dict, figs: list[Path], se
              f"Data `{cfg.data.name}` (binarize: {cfg.data.binarize}), likelihood `{m.likelihood.name}`, "
              f"prior `{m.prior.name}`, guide `{cfg.guide.family.name}`, estimator `{cfg.estimator.name}`, "
              f"latent size {m.latent_dim}, {cfg.train.epochs} epochs.", "",
-             tables.markdown(["metric", "value"],
-                             [[k, v] for k, v in metrics.items() if not isinstance(v, (dict, list))], number=".4f")]
+             tables.markdown(["metric", "value", "unit", "meaning"],
+                             [[k, v, *describe(k)] for k, v in metrics.items() if not isinstance(v, (dict, list))],
+                             number=".4f")]
     notes = metrics.get("eval_notes", [])  # e.g. a point-mass guide: test_ll is not a bound
     lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""] if notes else []
     lines += [f"## {title}\n\n{body}" for title, body in sections]
