@@ -1,41 +1,25 @@
 """What ``ppvae list`` and ``ppvae list --keys`` print, cached so that they answer without torch.
 
 Listing the parts means importing every part file, and with them torch and Pyro (seconds, and
-more under load). The text is kept in ``$PPVAE_CACHE/catalog.json`` under a fingerprint of the
-size and modification time of every source file of the package, so any change (a new part file
-included) rebuilds it on the next call, and otherwise it is read back in milliseconds.
+more under load). The text is kept in ``$PPVAE_CACHE/catalog.json`` under the registry's fingerprint
+of the size and modification time of every source file of the package, so any change (a new part
+file included) rebuilds it on the next call, and otherwise it is read back in milliseconds.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
+from ppvae import registry
 from ppvae.errors import WriteError
 from ppvae.paths import cache_root
 
 FILE = "catalog.json"
-PACKAGES = ("ppvae", "ppvae.models", "ppvae.guides", "ppvae.experiments")  # where the parts and experiments live
-
-
-def fingerprint() -> str:
-    """A digest of every source file's path, size and mtime, and of the interpreter's version."""
-    digest = hashlib.sha256(sys.version.encode())
-    for package in PACKAGES:
-        for root in importlib.util.find_spec(package).submodule_search_locations or ():
-            for path in sorted(Path(root).rglob("*")):
-                if path.suffix in (".py", ".toml") and "results" not in path.parts:
-                    stat = path.stat()
-                    digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
 
 
 def lines(keys: bool = False) -> list[str]:
     """The lines of ``ppvae list`` (``keys``: of ``ppvae list --keys``), from the cache when it is current."""
-    path, current = cache_root() / FILE, fingerprint()
+    path, current = cache_root() / FILE, registry.fingerprint()
     try:
         cached = json.loads(path.read_text())
         if cached["fingerprint"] == current:
@@ -54,7 +38,7 @@ def lines(keys: bool = False) -> list[str]:
 
 
 def _parts() -> list[str]:
-    from ppvae import config, registry
+    from ppvae import config
 
     out = ["experiments (ppvae run NAME):"]
     for name, path in sorted(config.bundled_experiments().items()):
@@ -79,4 +63,4 @@ def _keys() -> list[str]:
     return [f"{key:<34} {default:<14} {doc}" for key, default, doc in config.keys()]
 
 
-__all__ = ["lines", "fingerprint", "FILE"]
+__all__ = ["lines", "FILE"]

@@ -14,16 +14,16 @@ from ppvae.errors import Interrupted, PPVAEError
 
 def cmd_run(args: argparse.Namespace) -> int | None:
     from ppvae import config
-    from ppvae.studies import run as experiment
-    from ppvae.studies import study
 
     if args.nproc:
         return launch_ranks(args)
     if args.resume:  # positional arguments are all overrides here
+        from ppvae.studies import run as experiment
+
         overrides = [args.experiment, *args.overrides] if args.experiment else args.overrides
         run_dir = experiment.run(None, resume=Path(args.resume), overrides=overrides, trust=args.trust_pair)
-    elif study.read(args.experiment) is not None:
-        from ppvae.studies import workers
+    elif "study" in config.read_experiment(config.resolve_experiment(args.experiment)):
+        from ppvae.studies import study, workers
 
         variants = args.variants.split(",") if args.variants else None
         shard = workers.parse_shard(args.shard) if args.shard else None
@@ -44,7 +44,9 @@ def cmd_run(args: argparse.Namespace) -> int | None:
                       if getattr(args, k) != defaults[k]]
         if study_only:
             raise PPVAEError(f"{args.experiment!r} is a single run, not a study; drop {', '.join(study_only)}.")
-        cfg = config.load(args.experiment, args.overrides)
+        cfg = config.load(args.experiment, args.overrides)  # a config error stops here, before torch is imported
+        from ppvae.studies import run as experiment
+
         run_dir = experiment.run(cfg, out=args.out)
     if experiment.is_main():  # of a data-parallel run, rank 0 speaks
         from ppvae import runs

@@ -33,18 +33,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-import ppvae.analyses  # noqa: F401  (each of these registers its parts)
-import ppvae.data  # noqa: F401
-import ppvae.guides  # noqa: F401
-import ppvae.infer.estimators  # noqa: F401
-import ppvae.loggers  # noqa: F401
-import ppvae.models  # noqa: F401
-import ppvae.nn  # noqa: F401
-from ppvae import legacy, registry, rules, runs
+from ppvae import legacy, registry, rules
 from ppvae.errors import ConfigError
-from ppvae.infer.trainer import TrainSettings
 from ppvae.paths import cache_root
 from ppvae.registry import Param, Part, Section, Spec
+
+# Every bundled part, described from the catalog of their last import without importing torch or Pyro (or,
+# after a change to a source file, imported). The sections below name some of them as defaults.
+registry.describe(("ppvae.infer.optimizers", "ppvae.infer.schedules", "ppvae.analyses", "ppvae.data",
+                   "ppvae.guides", "ppvae.infer.estimators", "ppvae.loggers", "ppvae.models", "ppvae.nn"))
+
+from ppvae.infer.settings import TrainSettings  # noqa: E402  (its defaults name described parts)
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +237,8 @@ def _trusted_hashes() -> set[str]:
 
 def _trust(path: Path, digest: str) -> None:
     """Remember that this user ran ``path`` (its content): a run folder naming it may run it again."""
+    from ppvae import runs  # here: it imports torch, which reading a config does not need
+
     known = _trusted_hashes()
     if digest not in known:
         with contextlib.suppress(OSError):  # no record: the user is asked again next time

@@ -25,7 +25,11 @@ from them, before any data is loaded.
 
 A part is registered when its module is imported: :func:`discover` imports every module of a
 part folder (``models/priors/``, ...), so a new part is one new file there. Parts of your own
-outside the library are named in a config's ``plugins = ["my_parts.py"]``.
+outside the library are named in a config's ``plugins = ["my_parts.py"]``. Reading a config
+needs only the parts' descriptions: :func:`describe` takes them from a catalog written at the
+last import (``$PPVAE_CACHE/parts.json``, trusted while no source file of ppvae has changed), so
+a config is checked, and a mistake in it reported, without importing torch; a described part's
+module is imported when the part is first used.
 
 The valid names, ``ppvae list``, ``ppvae list --keys`` and config validation all read this
 registry; no list of names is written anywhere else.
@@ -36,16 +40,23 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import hashlib
 import importlib
+import importlib.util
 import inspect
+import json
 import math
+import os
 import pkgutil
+import sys
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ppvae.errors import ConfigError
+from ppvae.paths import cache_root
 
 
 @dataclass(frozen=True)
@@ -112,19 +123,29 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
 
 @dataclass(frozen=True)
 class Entry:
-    """A registered part."""
+    """A registered part: imported (``loaded``), or known from the catalog of its package's last import
+    (``loaded`` is None), in which case ``factory`` imports its module on first use."""
 
     kind: str
     name: str
-    factory: Callable
+    target: str  # module.qualname of the class or function
+    module: str
     fields: tuple[Field, ...]
     traits: Mapping[str, Any]
+    doc: str  # the first paragraph of the part's docstring, on one line
+    has_check: bool = False  # the part defines check_params
+    loaded: Callable | None = None
 
     @property
-    def doc(self) -> str:
-        """The first paragraph of the part's docstring, on one line."""
-        doc = inspect.getdoc(self.factory) or ""
-        return " ".join(doc.split("\n\n")[0].split())
+    def factory(self) -> Callable:
+        if self.loaded is not None:
+            return self.loaded
+        real = _ENTRIES[self.kind].get(self.name)
+        if real is None or real.loaded is None:  # importing the module registers the real entry in its place
+            module = importlib.import_module(self.module)
+            obj = functools.reduce(getattr, self.target[len(self.module) + 1:].split("."), module)
+            _ENTRIES[self.kind][self.name] = real = dataclasses.replace(self, loaded=obj)
+        return real.loaded
 
     def field(self, name: str) -> Field | None:
         return next((f for f in self.fields if f.name == name), None)
@@ -143,12 +164,13 @@ def register(kind: str, name: str, **traits: Any) -> Callable[[Callable], Callab
                          f"{', '.join(KINDS[kind].traits) or 'none'}.")
 
     def decorate(factory: Callable) -> Callable:
-        old = _ENTRIES[kind].get(name)
-        if old is not None and _qualname(old.factory) != _qualname(factory):
-            raise ValueError(f"{kind} {name!r} is registered twice: by {_qualname(old.factory)} and "
-                             f"{_qualname(factory)}.")
-        _ENTRIES[kind][name] = Entry(kind, name, factory, signature_fields(factory),
-                                     dict(KINDS[kind].traits) | traits)
+        old, target = _ENTRIES[kind].get(name), _qualname(factory)
+        if old is not None and old.target != target:
+            raise ValueError(f"{kind} {name!r} is registered twice: by {old.target} and {target}.")
+        doc = inspect.getdoc(factory) or ""
+        _ENTRIES[kind][name] = Entry(kind, name, target, factory.__module__, signature_fields(factory),
+                                     dict(KINDS[kind].traits) | traits, " ".join(doc.split("\n\n")[0].split()),
+                                     callable(getattr(factory, "check_params", None)), factory)
         return factory
 
     return decorate
@@ -164,6 +186,77 @@ def discover(package: str) -> None:
     for info in pkgutil.iter_modules(module.__path__):
         if not info.name.startswith("_"):
             importlib.import_module(f"{package}.{info.name}")
+
+
+# ----------------------------------------------------------------------------- the catalog
+
+CATALOG = "parts.json"  # in the cache folder: every bundled part's description, by the sources' fingerprint
+SOURCES = ("ppvae", "ppvae.models", "ppvae.guides", "ppvae.experiments")  # the folders of ppvae's source files
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict,
+          "tuple[int]": tuple[int, ...], "tuple[float]": tuple[float, ...], "tuple[str]": tuple[str, ...]}
+
+
+@functools.cache
+def fingerprint() -> str:
+    """A digest of the path, size and mtime of every source file of ppvae, and of the interpreter's version:
+    it changes when any file does (a new part file included)."""
+    digest = hashlib.sha256(sys.version.encode())
+    for package in SOURCES:
+        for root in importlib.util.find_spec(package).submodule_search_locations or ():
+            for path in sorted(Path(root).rglob("*")):
+                if path.suffix in (".py", ".toml") and "results" not in path.parts:
+                    stat = path.stat()
+                    digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def describe(modules: Sequence[str]) -> None:
+    """Make the parts of ``modules`` (part folders and files of ppvae) known, without importing them when
+    the catalog of their last import is current: describing parts is then free of torch and Pyro, and a
+    part's module is imported when the part is used (:attr:`Entry.factory`). Otherwise import them and
+    write the catalog."""
+    path = cache_root() / CATALOG
+    try:
+        cached = json.loads(path.read_text())
+        if cached["fingerprint"] == fingerprint() and cached["modules"] == list(modules):
+            for row in cached["parts"]:
+                _ENTRIES[row["kind"]].setdefault(row["name"], _entry_from_json(row))
+            return
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no catalog yet, or an unreadable one: import the parts and write it
+    for module in modules:
+        importlib.import_module(module)
+    rows = [_entry_to_json(e) for kind in _ENTRIES.values() for e in kind.values() if e.module.startswith("ppvae.")]
+    if None not in rows:  # every parameter's type has a JSON form
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"fingerprint": fingerprint(), "modules": list(modules), "parts": rows}))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only cache only costs the next process the import
+
+
+def _entry_to_json(e: Entry) -> dict | None:
+    fields = []
+    for f in e.fields:
+        kind = next((k for k, t in _TYPES.items() if t == f.type), None)
+        if kind is None or not isinstance(f.meta, Param):
+            return None
+        fields.append({"name": f.name, "type": kind, "default": plain(f.default), "check": f.meta.check,
+                       "doc": f.meta.doc, "choices": f.meta.choices, "length": f.meta.length})
+    return {"kind": e.kind, "name": e.name, "target": e.target, "module": e.module, "traits": dict(e.traits),
+            "doc": e.doc, "has_check": e.has_check, "fields": fields}
+
+
+def _entry_from_json(row: dict) -> Entry:
+    tuple_of = lambda v: None if v is None else tuple(v)  # noqa: E731
+    fields = tuple(Field(f["name"], _TYPES[f["type"]],
+                         tuple(f["default"]) if f["type"].startswith("tuple") else f["default"],
+                         Param(f["check"], f["doc"], tuple_of(f["choices"]), tuple_of(f["length"])))
+                   for f in row["fields"])
+    return Entry(row["kind"], row["name"], row["target"], row["module"], fields, row["traits"], row["doc"],
+                 row["has_check"])
 
 
 def names(kind: str) -> list[str]:
@@ -379,7 +472,7 @@ def spec(kind: str, value: Any, key: str, defaults: Mapping[str, Any] | None = N
         hint = difflib.get_close_matches(bad, [f.name for f in e.fields], n=1)
         did = f" Did you mean {key}.{hint[0]}?" if hint else ""
         raise ConfigError(f"{key}.{bad} is not a parameter of {kind} {name!r}.{did} Its parameters: {valid}.")
-    check_params = getattr(e.factory, "check_params", None)  # rules among a part's own parameters
+    check_params = getattr(e.factory, "check_params", None) if e.has_check else None  # rules among its parameters
     if check_params is not None:
         check_params(params, key)
     return Spec(kind, name, params)

@@ -37,8 +37,9 @@ def test_list_shows_experiments_and_components(capsys):
         assert word in out, word
 
 
-def test_help_and_a_cached_list_answer_without_torch(tmp_path):
-    """``ppvae --help`` never imports torch; ``ppvae list`` builds its catalog once, then reads it back."""
+def test_help_a_cached_list_and_a_config_error_answer_without_torch(tmp_path):
+    """``ppvae --help`` never imports torch; ``ppvae list`` builds its catalog once, then reads it back, and a
+    config error is then told without torch too."""
     import os
     import subprocess
     import sys
@@ -59,10 +60,14 @@ def test_help_and_a_cached_list_answer_without_torch(tmp_path):
     assert second[-1] == "NO-TORCH" and second[:-1] == first[:-1]  # the same text, from the cache
     keys = ask("list", "--keys")
     assert keys[-1] == "NO-TORCH" and any(line.startswith("model.top.hidden ") for line in keys)
+    # a config error is found from the parts' descriptions alone (the registry's catalog, built by 'list')
+    done = subprocess.run([sys.executable, "-c", probe, "run", "quickstart", "train.epochz=5"], capture_output=True,
+                          text=True, cwd=tmp_path, env=env)
+    assert "Did you mean 'train.epochs'?" in done.stderr and done.stdout.splitlines()[-1] == "NO-TORCH"
 
 
 def test_a_changed_source_rebuilds_the_catalog(monkeypatch, capsys):
-    from ppvae import catalog, registry
+    from ppvae import registry
 
     main(["list"])
     capsys.readouterr()
@@ -74,7 +79,7 @@ def test_a_changed_source_rebuilds_the_catalog(monkeypatch, capsys):
     try:
         main(["list"])
         assert "catalog_probe" not in capsys.readouterr().out  # the cache is current: not rebuilt
-        monkeypatch.setattr(catalog, "fingerprint", lambda: "a source file changed")
+        monkeypatch.setattr(registry, "fingerprint", lambda: "a source file changed")
         main(["list"])
         assert "catalog_probe" in capsys.readouterr().out
     finally:

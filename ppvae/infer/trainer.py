@@ -29,14 +29,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
 
 import numpy as np
 import pyro
 import torch
 from pyro import poutine
 
-from ppvae import registry
 from ppvae.data import Dataset
 from ppvae.errors import (
     CheckpointError,
@@ -52,30 +50,8 @@ from ppvae.infer import distributed, optimizers, schedules  # noqa: F401  (regis
 from ppvae.infer.contract import check_pair
 from ppvae.infer.estimators import Estimator
 from ppvae.infer.importance import ELEMENT_BUDGET, iwae_bound, log_weights
+from ppvae.infer.settings import TrainSettings
 from ppvae.nn import eval_mode
-from ppvae.registry import Param, Part, Section, Spec
-
-
-@dataclass(frozen=True)
-class TrainSettings(Section):
-    """The ``[train]`` section: what the trainer and the run loop read."""
-
-    key: ClassVar[str] = "train"
-
-    optimizer: Annotated[Spec, Part("optimizer")] = registry.spec("optimizer", "adam", "train.optimizer")
-    lr: Annotated[float, Param("> 0", "learning rate (the schedule multiplies it)")] = 1e-3
-    weight_decay: Annotated[float, Param(">= 0", "L2 penalty (the optimizer's weight_decay)")] = 0.0
-    schedule: Annotated[Spec, Part("schedule")] = registry.spec("schedule", "constant", "train.schedule")
-    warmup_epochs: Annotated[int, Param(">= 0", "linear warm-up of the learning rate over this many epochs")] = 0
-    clip_grad_norm: Annotated[float, Param(">= 0", "clip the gradient's total norm to this (0: no clipping)")] = 0.0
-    batch_size: Annotated[int, Param(">= 1")] = 100
-    epochs: Annotated[int, Param(">= 1", "epochs at most (early stopping may end sooner)")] = 10
-    validate_every: Annotated[int, Param(">= 1", "epochs between validation bounds (with data.validation)")] = 1
-    validation_k: Annotated[int, Param(">= 1", "importance samples of the validation bound (1: the ELBO)")] = 1
-    patience: Annotated[int, Param(">= 0", "early stopping: stop after this many validations without a better "
-                                           "bound (0: never)")] = 0
-    seed: Annotated[int, Param("in [0, 4294967295]", "seed of initialization, shuffling and sampling")] = 0
-    device: Annotated[str, Param(doc="auto: CUDA when present", choices=("auto", "cpu", "cuda"))] = "auto"
 
 
 def resolve_device(name: str) -> torch.device:
