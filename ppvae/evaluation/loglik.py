@@ -401,8 +401,8 @@ def evaluate_detailed(model: Callable, guide: Callable, x: torch.Tensor, y: torc
         columns["ess"][:] = np.nan
         notes.append("The guide is a point mass: test_ll is log p(x, z = encoder(x)), not a bound on log p(x), "
                      "and k-hat and ESS are undefined.")
-    elif k < diagnostics.KHAT_MIN_SAMPLES:
-        notes.append(f"k-hat needs at least {diagnostics.KHAT_MIN_SAMPLES} importance samples (eval.k = {k}).")
+    elif k < diagnostics.khat_min_samples():
+        notes.append(f"k-hat needs at least {diagnostics.khat_min_samples()} importance samples (eval.k = {k}).")
     with eval_mode(model, guide):  # as row_blocks: q(z|x) of each point alone, batch norm untouched
         z_mean, mse = _posterior_means(model, guide, x, y)
     metrics = _summarize(columns, z_mean, mse)
