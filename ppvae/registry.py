@@ -116,8 +116,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("optimizer", "train.optimizer", "optimizers", {}),
     Kind("schedule", "train.schedule", "learning-rate schedules", {}),
     Kind("logger", "log.<name>", "trackers a run also writes to: [log.<name>] ...", {}),
-    Kind("analysis", "eval.<name>", "analyses added to a run: [eval.<name>] ...",
-         {"real_valued": False, "unconditional": False, "labels": False, "images": False}),  # what the run must offer
+    Kind("analysis", "eval.<name>", "analyses added to a run: [eval.<name>] ...",  # traits: what the run must offer
+         {"real_valued": False, "unconditional": False, "conditional": False, "labels": False, "images": False}),
 )}
 
 

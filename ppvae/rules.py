@@ -113,6 +113,8 @@ def _analysis(cfg: Any, name: str, traits: dict, bundled: bool, data: Any) -> No
                           f"{m.likelihood.name!r}.")
     if bundled and traits["unconditional"] and m.conditional:
         raise ConfigError(f"eval.{name} compares with unconditional baselines: it needs model.conditional = false.")
+    if traits["conditional"] and not m.conditional:
+        raise ConfigError(f"eval.{name} sums a conditional pair's label out: it needs model.conditional = true.")
     if traits["images"] and _known(cfg.data.traits["images"], None if data is None else data.images) is False:
         error = ConfigError if data is None else DataError
         raise error(f"eval.{name} draws or classifies images, but {cfg.data.name!r} holds rows of features; "

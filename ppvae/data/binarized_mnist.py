@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from ppvae import registry
 from ppvae.data.dataset import Arrays, DataSource
 from ppvae.data.files import cache_file, check_md5, data_root, download, missing_files_error, read_bytes
 from ppvae.errors import DataError
+from ppvae.registry import Param
 
 URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
 MD5 = {  # of the uncompressed .amat files
@@ -53,9 +55,21 @@ def read_amat(path: Path, split: str) -> np.ndarray:
     return bits
 
 
-@registry.register("dataset", "binarized_mnist", binary=True)
+def matched_labels(bits: np.ndarray, grey: np.ndarray, labels: np.ndarray, block: int = 4000) -> np.ndarray:
+    """The label of the grey-level image most likely to have drawn each binary image (Bernoulli pixels,
+    intensities clipped to [0.001, 0.999]): the binarized files are one Bernoulli draw of MNIST, reordered."""
+    import torch
+
+    p = torch.from_numpy(np.clip(grey, 1e-3, 1 - 1e-3).astype(np.float32))
+    logit, base = (torch.log(p) - torch.log1p(-p)).T.contiguous(), torch.log1p(-p).sum(1)
+    x = torch.from_numpy(bits.astype(np.float32))
+    best = torch.cat([(x[rows] @ logit + base).argmax(1) for rows in torch.arange(len(x)).split(block)])
+    return labels[best.numpy()]
+
+
+@registry.register("dataset", "binarized_mnist", binary=True, labels=None)
 class BinarizedMNIST(DataSource):
-    """Larochelle & Murray's fixed binarization: train + valid (60,000), test (10,000); no labels.
+    """Larochelle & Murray's fixed binarization: train + valid (60,000), test (10,000); no labels unless asked.
 
     Files: ``<data_dir>/binarized_mnist/binarized_mnist_{train,valid,test}.amat[.gz]``; train is their
     train (50,000) and valid (10,000) concatenated, so the split matches MNIST and Burda et al. (2015).
@@ -64,12 +78,41 @@ class BinarizedMNIST(DataSource):
     ``eval.num_test``) are a fair sample, and the whole set gives the same numbers as before.
     With ``validation`` (any value above 0) their validation file is the validation set and their
     training file alone (50,000) the training set: Larochelle & Murray's 50,000 / 10,000 / 10,000.
+
+    With ``labels`` each image gets the digit of the MNIST image it was drawn from (:func:`matched_labels`,
+    cached): a CVAE trains and is tested on the same images as the unconditional rows. The test file is
+    MNIST's test set sorted by class (the matched labels agree with that order exactly).
     """
+
+    def __init__(self, *, labels: Annotated[bool, Param(doc="attach MNIST's digit labels, matched from MNIST's "
+                                                           "raw files in the same data folder (a minute, once)")]
+                 = False, **common):
+        super().__init__(**common)
+        self.labels = labels
+
+    def _labels(self, paths: dict[str, Path], images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Matched labels of the train + valid and test images, cached beside the packed images."""
+        cache = cache_file(paths["test"], "binarized_mnist_labels.npz")
+        newest = max(p.stat().st_mtime for p in paths.values())
+        if cache.is_file() and cache.stat().st_mtime >= newest:
+            with contextlib.suppress(Exception), np.load(cache) as f:
+                return {"train": f["train"], "test": f["test"]}
+        from ppvae.data.mnist import MNIST
+
+        grey_train, grey_test, y_train, y_test, _, _ = MNIST(data_dir=self.data_dir, download=self.download).arrays()
+        out = {"train": matched_labels(images["train"], grey_train, y_train),
+               "test": matched_labels(images["test"], grey_test, y_test)}
+        with contextlib.suppress(OSError):
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, **out)
+            os.replace(tmp, cache)
+        return out
 
     def validation_split(self, x: np.ndarray, y: np.ndarray | None) -> tuple:
         """The official split: ``arrays`` put the validation file's 10,000 images after the training file's."""
         n = ROWS["valid"]
-        return x[:-n], None, x[-n:], None
+        return x[:-n], None if y is None else y[:-n], x[-n:], None if y is None else y[-n:]
 
     def arrays(self) -> Arrays:
         folder = data_root(self.data_dir) / "binarized_mnist"
@@ -89,7 +132,10 @@ class BinarizedMNIST(DataSource):
             names = [f"binarized_mnist_{s}.amat" for s in ("train", "valid", "test")]
             raise missing_files_error("Binarized MNIST (plain .amat or gzipped .amat.gz)", folder, names,
                                       self.download, failure, URL)
-        train = np.concatenate([read_amat(paths["train"], "train"), read_amat(paths["valid"], "valid")])
-        test = read_amat(paths["test"], "test")
-        test = test[np.random.default_rng(TEST_ORDER_SEED).permutation(len(test))]
-        return train.astype(np.float32), test.astype(np.float32), None, None, (1, 28, 28), 0
+        images = {"train": np.concatenate([read_amat(paths["train"], "train"), read_amat(paths["valid"], "valid")]),
+                  "test": read_amat(paths["test"], "test")}
+        labels = self._labels(paths, images) if self.labels else {"train": None, "test": None}
+        order = np.random.default_rng(TEST_ORDER_SEED).permutation(ROWS["test"])
+        test_y = None if labels["test"] is None else labels["test"][order]
+        return (images["train"].astype(np.float32), images["test"][order].astype(np.float32), labels["train"], test_y,
+                (1, 28, 28), 10 if self.labels else 0)

@@ -25,6 +25,11 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "test_mutual_information": ("nats", "I_q(x; z) of the ELBO split: the average KL minus KL(q(z) || p(z))"),
     "test_kl_aggregate_prior": ("nats", "KL(q(z) || p(z)) of the aggregate posterior, from the same split"),
     "test_mi_at_bound": ("", "true when I_q reached its bound log N: the split is then an upper estimate"),
+    "test_nll_marginal": (NATS, "a conditional pair's -log sum_y p(y) p(x | y), IWAE per label: comparable with "
+                                "test_nll of unconditional models"),
+    "test_nll_given_label": (NATS, "-log p(x | y) at the true label, with the marginal's samples per label"),
+    "label_accuracy": ("share of points", "p(y | x) of the conditional pair, used as a classifier, picks the true "
+                                          "label"),
     "eval_k": ("samples", "importance samples per test point"),
     "eval_points": ("points", "test points evaluated"),
     "eval_seconds": ("seconds", "time of the evaluation"),

@@ -19,6 +19,7 @@ TINY = ["data.max_train=120", "data.max_test=40", "train.epochs=1", "eval.k=25",
 def study_file(tmp_path, name: str):
     e = registry.entry("analysis", name)
     gaussian = ['likelihood = "gaussian_learned"'] if e.traits["real_valued"] else []
+    gaussian += ["conditional = true"] if e.traits["conditional"] else []
     binarize = "none" if e.traits["real_valued"] else "dynamic"
     path = tmp_path / "study.toml"
     path.write_text(f'[data]\nname = "digits"\nbinarize = "{binarize}"\n[model]\n' + "\n".join(gaussian) +

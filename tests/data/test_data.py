@@ -354,6 +354,37 @@ def test_real_binarized_mnist():
     assert ((d.test_x[:500].mean(0) - d.test_x.mean(0)) ** 2).sum() < 0.5
 
 
+def test_binary_images_get_the_label_of_the_grey_image_that_drew_them():
+    from ppvae.data.binarized_mnist import matched_labels
+
+    g = np.random.default_rng(0)
+    grey = g.beta(0.3, 0.3, size=(300, 784)).astype(np.float32)  # MNIST-like: most pixels near 0 or 1
+    labels = g.integers(0, 10, 300)
+    order = g.permutation(300)
+    bits = (g.random((300, 784)) < grey[order]).astype(np.uint8)  # one draw each, reordered like the .amat files
+    assert np.array_equal(matched_labels(bits, grey, labels, block=64), labels[order])
+
+
+def test_real_binarized_mnist_labels():
+    from ppvae.data.binarized_mnist import TEST_ORDER_SEED
+
+    root = _need("binarized_mnist")
+    _need("MNIST", "raw", "train-labels-idx1-ubyte.gz")
+    d = load_dataset(dict(name="binarized_mnist", data_dir=str(root), download=False, labels=True))
+    assert d.num_classes == 10 and d.train_x.shape == (60000, 784)
+    assert torch.bincount(d.train_y).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    in_file_order = torch.empty_like(d.test_y)
+    in_file_order[torch.as_tensor(np.random.default_rng(TEST_ORDER_SEED).permutation(10000))] = d.test_y
+    # the test file is MNIST's test set sorted by class: the matched labels must rise in blocks of MNIST's counts
+    assert torch.equal(in_file_order, torch.repeat_interleave(torch.arange(10), torch.tensor(
+        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])))
+    plain = load_dataset(dict(name="binarized_mnist", data_dir=str(root), download=False, max_test=500))
+    assert torch.equal(plain.test_x, d.test_x[:500]) and plain.test_y is None  # the same images, in the same order
+    held = load_dataset(dict(name="binarized_mnist", data_dir=str(root), download=False, labels=True,
+                             validation=1))
+    assert len(held.train_y) == 50000 and len(held.valid_y) == 10000
+
+
 def test_real_binarized_mnist_cache_lives_in_the_cache_folder_not_beside_the_data(tmp_path):
     root = _need("binarized_mnist")
     folder = tmp_path / "binarized_mnist"
