@@ -28,8 +28,9 @@ def cmd_run(args: argparse.Namespace) -> int | None:
         variants = args.variants.split(",") if args.variants else None
         shard = workers.parse_shard(args.shard) if args.shard else None
         pool = workers.Pool(args.workers, args.threads_per_run, args.gpus_per_run, args.address)
+        seeds = study.parse_seeds(args.seeds) if args.seeds else None
         folder = study.run(args.experiment, args.scale or "smoke", args.overrides, out=args.out, variants=variants,
-                           pool=pool, shard=shard)
+                           pool=pool, shard=shard, seeds=seeds)
         print(f"study folder: {folder}")
         if shard:
             print(f"shard {args.shard} done; once every shard is: ppvae study merge FOLDER... (or this command "
@@ -39,8 +40,8 @@ def cmd_run(args: argparse.Namespace) -> int | None:
         return
     else:
         defaults = vars(parser().parse_args(["run", args.experiment]))
-        study_only = [f"--{k.replace('_', '-')}" for k in ("scale", "variants", "workers", "threads_per_run",
-                                                            "gpus_per_run", "address", "shard")
+        study_only = [f"--{k.replace('_', '-')}" for k in ("scale", "variants", "seeds", "workers",
+                                                            "threads_per_run", "gpus_per_run", "address", "shard")
                       if getattr(args, k) != defaults[k]]
         if study_only:
             raise PPVAEError(f"{args.experiment!r} is a single run, not a study; drop {', '.join(study_only)}.")
@@ -217,6 +218,8 @@ def parser() -> argparse.ArgumentParser:
                         "train.lr, train.device and eval.*")
     r.add_argument("--scale", help="for a study: which [study.scales] entry to run (default smoke)")
     r.add_argument("--variants", metavar="A,B", help="for a study: run only these named [study.variants]")
+    r.add_argument("--seeds", metavar="0,1,2", help="for a study: these training seeds instead of its own (one run "
+                                                   "per seed of each configuration; results.md adds mean ± s.d.)")
     r.add_argument("--workers", type=count(1), default=1,
                    help="for a study: runs at once, each a Ray task in its own process (default 1: one after another "
                         "in this process)")

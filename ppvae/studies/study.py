@@ -33,8 +33,10 @@ import copy
 import dataclasses
 import itertools
 import json
+import math
 import re
 import shutil
+import statistics
 from pathlib import Path
 
 from ppvae import plots, registry, runs, tables
@@ -119,6 +121,7 @@ class Planned:
     seed: int
     overrides: list[str]  # before {run:...} references are filled in
     needs: list[str]
+    config: str  # the label without the seed: the runs of one configuration share it
 
 
 def read(name_or_path: str) -> Study | None:
@@ -137,12 +140,15 @@ def read(name_or_path: str) -> Study | None:
                  list(spec.get("columns", DEFAULT_COLUMNS)), dict(spec.get("scales", {})))
 
 
-def plan(study: Study, scale: str, overrides: list[str] = (), variants: list[str] | None = None) -> list[Planned]:
+def plan(study: Study, scale: str, overrides: list[str] = (), variants: list[str] | None = None,
+         seeds: list[int] | None = None) -> list[Planned]:
     """Every run of the study at ``scale``, validated before any run starts, in an order where each
     run comes after the runs it starts from.
 
     ``variants`` picks some of the study's named variants (all when None) and the variants they
-    start from, so a long study can be split over processes without copying its file."""
+    start from, so a long study can be split over processes without copying its file. ``seeds``
+    replaces the study's training seeds (each seed of a configuration is one run)."""
+    seeds = list(seeds or study.seeds)
     if study.scales and scale not in study.scales:
         raise ConfigError(f"Study {study.name!r} has no scale {scale!r}; choose one of {', '.join(study.scales)}.")
     chosen = _variants(study, variants)
@@ -152,16 +158,26 @@ def plan(study: Study, scale: str, overrides: list[str] = (), variants: list[str
     for values in itertools.product(*(vary[k] for k in keys)):
         grid = [f"{k}={json.dumps(v)}" for k, v in zip(keys, values)]
         for variant, extra in chosen.items():
-            for seed in study.seeds:
-                label = ", ".join([variant] * bool(variant) + grid + [f"seed={seed}"] * (len(study.seeds) > 1))
+            for seed in seeds:
+                config = ", ".join([variant] * bool(variant) + grid)
+                label = ", ".join([config] * bool(config) + [f"seed={seed}"] * (len(seeds) > 1))
                 raw = copy.deepcopy(study.base)
                 raw["name"] = f"{study.name}-{label}" if label else study.name
                 full = [*extra, *grid, *scale_overrides, f"train.seed={seed}", *overrides]
                 needs = list(dict.fromkeys(RUN_REF.findall(" ".join(full))))
                 placeholder = [RUN_REF.sub(lambda m: f"<run folder of {m.group(1)}>", o) for o in full]
                 out.append(Planned(label or study.name, build(raw, placeholder), variant, json.dumps(values), seed,
-                                   full, needs))
+                                   full, needs, config or study.name))
     return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` as [0, 1, 2]: distinct seeds in the range ``train.seed`` takes."""
+    parts = [t.strip() for t in text.split(",")]
+    if not all(t.isdigit() and int(t) < 2**32 for t in parts) or len(set(map(int, parts))) < len(parts):
+        raise ConfigError(f"--seeds {text!r} must be distinct integers 0..4294967295 separated by commas, e.g. "
+                          "--seeds 0,1,2.")
+    return [int(t) for t in parts]
 
 
 def _variants(study: Study, names: list[str] | None) -> dict[str, list[str]]:
@@ -214,7 +230,7 @@ def _ordered_by_needs(planned: list[Planned]) -> list[Planned]:
 
 def run(name_or_path: str, scale: str = "smoke", overrides: list[str] = (), out: Path | str = "runs",
         variants: list[str] | None = None, pool: workers.Pool = workers.Pool(),
-        shard: tuple[int, int] | None = None) -> Path:
+        shard: tuple[int, int] | None = None, seeds: list[int] | None = None) -> Path:
     """Run every run of a study (or of the variants named in ``variants``; with ``shard = (i, n)``
     the i-th of n slices of them) in ``out/NAME-SCALE``, and write the study's tables and figures.
 
@@ -225,11 +241,12 @@ def run(name_or_path: str, scale: str = "smoke", overrides: list[str] = (), out:
     if study is None:
         raise ConfigError(f"{name_or_path!r} has no [study] table; run it without --scale.")
     pool.check()
-    planned = _ordered_by_needs(plan(study, scale, list(overrides), variants))
+    planned = _ordered_by_needs(plan(study, scale, list(overrides), variants, seeds))
     study_dir = runs.make_dir(Path(out).resolve() / runs.safe_name(f"{study.name}-{scale}"))
     jobs = _jobs(study, planned, study_dir)
     spec = {"study": study.name, "scale": scale, "title": f"{study.name} ({scale} scale)", "columns": study.columns,
-            "grid": list(_scale(study, scale)[1]), "runs": [{"label": j.label, "folder": j.folder.name} for j in jobs]}
+            "grid": list(_scale(study, scale)[1]), "runs": [{"label": j.label, "folder": j.folder.name, "config": p.config, "seed": p.seed}
+                     for p, j in zip(planned, jobs)]}
     runs.write_json(study_dir / PLAN, spec)
     chosen = jobs if shard is None else workers.shard(jobs, *shard)
     for job in chosen:
@@ -276,7 +293,8 @@ def _rows(study_dir: Path, spec: dict) -> tuple[list[dict], list[tuple[str, Conf
         folder = study_dir / entry["folder"]
         if runs.evaluated(folder):
             metrics = runs.read_json(folder / runs.METRICS)
-            rows.append({"run": entry["label"], "folder": folder.name} | {c: metrics.get(c) for c in spec["columns"]})
+            rows.append({"run": entry["label"], "folder": folder.name, "config": entry.get("config", entry["label"])}
+                        | {c: metrics.get(c) for c in spec["columns"]})
             done.append((entry["label"], build(runs.read_json(folder / runs.CONFIG))))
     return rows, done
 
@@ -397,8 +415,33 @@ def write_table(folder: Path, rows: list[dict], columns: list[str], title: str, 
     """results.csv and results.md: one row per run (and the analyses' sections below the table)."""
     header = ["run", *columns, "folder"]
     runs.write_bytes_atomic(folder / "results.csv", tables.csv_bytes(header, [[r.get(h) for h in header] for r in rows]))
-    text = f"# {title}\n\n" + tables.records(rows, header) + sections
+    text = f"# {title}\n\n" + tables.records(rows, header) + across_seeds(folder, rows, columns) + sections
     runs.write_bytes_atomic(folder / "results.md", text.encode())
 
 
-__all__ = ["Study", "Planned", "read", "plan", "run", "merge", "tabulate", "write_table", "study_figures", "aggregate"]
+def across_seeds(folder: Path, rows: list[dict], columns: list[str]) -> str:
+    """Where a configuration ran with several seeds: each column's mean and standard deviation across them
+    (results_seeds.csv and a section of results.md), the error bar a comparison of configurations rests on."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row.get("config", row["run"]), []).append(row)
+    if all(len(g) < 2 for g in groups.values()):
+        return ""
+    header, cells, raw = ["configuration", "seeds", *columns], [], []
+    for config, group in groups.items():
+        line, numbers = [config, len(group)], [config, len(group)]
+        for name in columns:
+            values = [r[name] for r in group if isinstance(r.get(name), (int, float)) and math.isfinite(r[name])]
+            mean = statistics.fmean(values) if values else None
+            sd = statistics.stdev(values) if len(values) > 1 else None
+            line.append("-" if mean is None else f"{tables.cell(float(mean))} ± {tables.cell(sd)}")
+            numbers += [mean, sd]
+        cells.append(line)
+        raw.append(numbers)
+    csv_header = ["configuration", "seeds"] + [f"{c}_{stat}" for c in columns for stat in ("mean", "sd")]
+    runs.write_bytes_atomic(folder / "results_seeds.csv", tables.csv_bytes(csv_header, raw))
+    return ("\n## Across seeds\n\nMean ± standard deviation over the training seeds of each configuration "
+            "(`results_seeds.csv`).\n\n" + tables.markdown(header, cells))
+
+
+__all__ = ["Study", "Planned", "read", "plan", "run", "merge", "tabulate", "write_table", "study_figures", "aggregate", "across_seeds", "parse_seeds"]

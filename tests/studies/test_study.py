@@ -74,6 +74,33 @@ def test_study_runs_only_the_chosen_variants(tmp_path, capsys):
     assert "single run" in capsys.readouterr().err
 
 
+def test_seeds_run_each_configuration_several_times_and_give_error_bars(tmp_path, capsys):
+    path = tmp_path / "tiny.toml"
+    path.write_text(STUDY.replace('vary = { "model.latent_dim" = [2, 3] }', ""))
+    planned = study.plan(study.read(str(path)), "smoke", seeds=[4, 5])
+    assert [(p.label, p.config, p.cfg.train.seed) for p in planned] == [
+        ("vae, seed=4", "vae", 4), ("vae, seed=5", "vae", 5), ("ae, seed=4", "ae", 4), ("ae, seed=5", "ae", 5)]
+    assert main(["run", str(path), "--scale", "smoke", "--seeds", "4,5", "--out", str(tmp_path / "out")]) == 0
+    (folder,) = (tmp_path / "out").iterdir()
+    per_run = {r["run"]: float(r["test_elbo"]) for r in csv.DictReader(open(folder / "results.csv"))}
+    summary = {r["configuration"]: r for r in csv.DictReader(open(folder / "results_seeds.csv"))}
+    assert set(summary) == {"vae", "ae"} and summary["vae"]["seeds"] == "2"
+    vae = [per_run["vae, seed=4"], per_run["vae, seed=5"]]
+    assert float(summary["vae"]["test_elbo_mean"]) == pytest.approx(sum(vae) / 2)
+    assert float(summary["vae"]["test_elbo_sd"]) == pytest.approx(abs(vae[0] - vae[1]) / math.sqrt(2))
+    assert "## Across seeds" in (folder / "results.md").read_text()
+    for bad in ("1,1", "a", "-1"):
+        assert main(["run", str(path), "--seeds", bad, "--out", str(tmp_path / "bad")]) == 2
+        assert "must be distinct integers" in capsys.readouterr().err
+    assert main(["run", "quickstart", "--seeds", "1"]) == 2
+    assert "single run, not a study; drop --seeds" in capsys.readouterr().err
+
+
+def test_one_seed_adds_no_summary(tmp_path):
+    assert study.across_seeds(tmp_path, [{"run": "a", "config": "a", "x": 1.0}], ["x"]) == ""
+    assert not (tmp_path / "results_seeds.csv").exists()
+
+
 BUNDLED_STUDIES = [name for name in bundled_experiments() if study.read(name) is not None]
 
 
