@@ -12,6 +12,8 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "test_recon_loglik": (NATS, "E_q[log p(x|z)]: the reconstruction term of the ELBO"),
     "test_kl": (NATS, "KL(q(z|x) || p(z)): the rate, the ELBO's cost of the code"),
     "test_recon_mse": ("squared units per value", "mean squared error of E[x|z] at the posterior mean"),
+    "test_recon_mse_sampled": ("squared units per value", "mean squared error of the average of E[x|z] over 10 "
+                                                          "draws z ~ q(z|x)"),
     "khat_share_above_0_7": ("share of points", "Pareto k-hat above 0.7: the IWAE estimate of those points is "
                                                 "unreliable"),
     "khat_share_above_1": ("share of points", "Pareto k-hat above 1: the importance weights have no finite mean"),
@@ -22,6 +24,7 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "active_units": ("units", "latent units with Cov_x E_q[z_j] > 0.01 (Burda et al.)"),
     "latent_units": ("units", "latent units in all"),
     "test_units_carrying_kl": ("units", "latent units whose average KL exceeds 0.01 nats"),
+    "test_units_for_90pct_kl": ("units", "the fewest latent units that carry 90 % of the KL (no absolute threshold)"),
     "test_mutual_information": ("nats", "I_q(x; z) of the ELBO split: the average KL minus KL(q(z) || p(z))"),
     "test_kl_aggregate_prior": ("nats", "KL(q(z) || p(z)) of the aggregate posterior, from the same split"),
     "test_mi_at_bound": ("", "true when I_q reached its bound log N: the split is then an upper estimate"),

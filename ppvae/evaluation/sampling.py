@@ -188,6 +188,18 @@ def elbo_surgery(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Ten
 UNIT_KL_THRESHOLD = 0.01  # nats per point: a unit carrying less says next to nothing about x
 
 
+def units_holding(per_unit: list[float], share: float) -> int:
+    """The fewest units whose KLs add up to ``share`` of the total: a count without an absolute threshold,
+    which tells a code spread thinly over many units (each above any small threshold) from a few strong ones."""
+    kl = sorted(per_unit, reverse=True)
+    total, running = sum(kl), 0.0
+    for count, value in enumerate(kl, 1):
+        running += value
+        if running >= share * total:
+            return count
+    return len(kl)
+
+
 @torch.no_grad()
 def collapse_diagnostics(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None,
                          points: int = 2000) -> dict:
@@ -206,6 +218,7 @@ def collapse_diagnostics(model: Callable, guide: Callable, x: torch.Tensor, y: t
     split = elbo_surgery(model, guide, x, y, points)
     return {"test_kl_per_unit": per_unit,
             "test_units_carrying_kl": None if per_unit is None else sum(v > UNIT_KL_THRESHOLD for v in per_unit),
+            "test_units_for_90pct_kl": None if per_unit is None else units_holding(per_unit, 0.9),
             "test_mutual_information": split["mutual_information"],
             "test_kl_aggregate_prior": split["kl_aggregate_prior"], "test_mi_at_bound": split["mi_at_bound"]}
 
@@ -233,5 +246,5 @@ def density_figure(panels: Sequence[np.ndarray], labels: Sequence[str], path: Pa
 
 __all__ = ["DEFAULT_COMPONENTS", "SOURCES", "fit_aggregate", "base_of", "normal_parts", "prior_log_prob",
            "kl_to_prior", "decode", "draw_latents", "has_pixel_sigma", "uncertainty_figures", "DENSITY_BUDGET",
-           "aggregate_log_density", "elbo_surgery", "UNIT_KL_THRESHOLD", "collapse_diagnostics", "density_panels",
+           "aggregate_log_density", "elbo_surgery", "UNIT_KL_THRESHOLD", "units_holding", "collapse_diagnostics", "density_panels",
            "density_figure"]

@@ -245,7 +245,8 @@ def run(name_or_path: str, scale: str = "smoke", overrides: list[str] = (), out:
     study_dir = runs.make_dir(Path(out).resolve() / runs.safe_name(f"{study.name}-{scale}"))
     jobs = _jobs(study, planned, study_dir)
     spec = {"study": study.name, "scale": scale, "title": f"{study.name} ({scale} scale)", "columns": study.columns,
-            "grid": list(_scale(study, scale)[1]), "runs": [{"label": j.label, "folder": j.folder.name, "config": p.config, "seed": p.seed}
+            "grid": list(_scale(study, scale)[1]),
+            "runs": [{"label": j.label, "folder": j.folder.name, "config": p.config, "seed": p.seed}
                      for p, j in zip(planned, jobs)]}
     runs.write_json(study_dir / PLAN, spec)
     chosen = jobs if shard is None else workers.shard(jobs, *shard)
@@ -444,4 +445,5 @@ def across_seeds(folder: Path, rows: list[dict], columns: list[str]) -> str:
             "(`results_seeds.csv`).\n\n" + tables.markdown(header, cells))
 
 
-__all__ = ["Study", "Planned", "read", "plan", "run", "merge", "tabulate", "write_table", "study_figures", "aggregate", "across_seeds", "parse_seeds"]
+__all__ = ["Study", "Planned", "read", "plan", "run", "merge", "tabulate", "write_table", "study_figures", "aggregate",
+           "across_seeds", "parse_seeds"]

@@ -204,6 +204,13 @@ def test_collapsed_units_do_not_inflate_the_aggregate_kl(capsys):
     assert out["mutual_information"] >= -3 * out["mutual_information_se"]  # average KL >= aggregate KL
 
 
+def test_units_holding_a_share_of_the_kl():
+    assert sampling.units_holding([1 / 32] * 200, 0.9) == 180  # spread thinly: every unit above 0.01 nats
+    assert sampling.units_holding([5.0, 4.0] + [0.02] * 198, 0.9) == 136  # two strong units, a long tail
+    assert sampling.units_holding([5.0, 4.0] + [0.001] * 198, 0.9) == 2
+    assert sampling.units_holding([0.0, 0.0], 0.9) == 1
+
+
 def test_every_run_reports_its_collapse_diagnostics(tmp_path):
     """metrics.json holds the KL of each unit (closed form for the Normal pair), the units carrying
     more than 0.01 nats and the ELBO split on the test points; none of it for a point-mass guide."""
@@ -213,6 +220,7 @@ def test_every_run_reports_its_collapse_diagnostics(tmp_path):
     assert len(m["test_kl_per_unit"]) == 3 and all(v >= 0 for v in m["test_kl_per_unit"])
     assert sum(m["test_kl_per_unit"]) == pytest.approx(m["test_kl"], rel=0.05, abs=0.005)  # closed form vs MC
     assert m["test_units_carrying_kl"] == sum(v > sampling.UNIT_KL_THRESHOLD for v in m["test_kl_per_unit"])
+    assert 1 <= m["test_units_for_90pct_kl"] <= 3
     assert 0 <= m["test_mutual_information"] <= math.log(m["eval_points"]) + 0.1
     folder = run(load("quickstart", [*tiny, "guide.family=delta"]), out=tmp_path / "delta")
     m = json.loads((folder / "metrics.json").read_text())
