@@ -1,6 +1,7 @@
 """Pivot the results.csv of one or more extensions_binarized_mnist study folders into one table
 (a row per variant, a column per latent size, each cell "test NLL / test ELBO" in nats) and a
-figure of test NLL against latent size, one line per variant.
+figure of test NLL against latent size, one line per variant. A conditional row with a
+test_nll_marginal (eval.label_marginal) is drawn with it: -log p(x), comparable with the others.
 
     python experiments/results/extensions_binarized_mnist/table.py --figure nll_vs_nz.png STUDY_DIR... > table.md
 """
@@ -21,8 +22,8 @@ def read(folders: list[str]) -> dict[str, dict[int, tuple[float, float]]]:
     for folder in folders:
         for row in csv.DictReader(open(Path(folder) / "results.csv")):
             parts = dict(p.split("=") if "=" in p else ("variant", p) for p in row["run"].split(", "))
-            cells.setdefault(parts["variant"], {})[int(parts["model.latent_dim"])] = (
-                float(row["test_nll"]), float(row["test_elbo"]))
+            nll = row.get("test_nll_marginal") or row["test_nll"]
+            cells.setdefault(parts["variant"], {})[int(parts["model.latent_dim"])] = (float(nll), float(row["test_elbo"]))
     return cells
 
 
