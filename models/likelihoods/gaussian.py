@@ -47,16 +47,29 @@ class GaussianLearned(GaussianFixed):
 
 @registry.register("likelihood", "gaussian_meanvar")
 class GaussianMeanVar(nn.Module):
-    """Gaussian with decoder-predicted mean and log-variance per pixel (K&W eq. 10-11), unbounded below."""
+    """Gaussian with decoder-predicted mean and log-variance per pixel (K&W eq. 10-11), unbounded below by
+    default. ``mean = "sigmoid"`` and ``log_var_bound = 1`` are the extensions study's Frey Face decoder
+    (sigmoid mean, tanh on the log-variance), which it bounded because the variance made gradients explode."""
 
     outputs_per_pixel = 2
 
+    def __init__(self, *,
+                 mean: Annotated[str, Param(doc="the mean's output: as the decoder gives it, or squashed into (0, 1)",
+                                            choices=("identity", "sigmoid"))] = "identity",
+                 log_var_bound: Annotated[float, Param(">= 0", "0: the log-variance unbounded; b > 0: log sigma^2 = "
+                                                               "b tanh(out / b), within (-b, b)")] = 0.0):
+        super().__init__()
+        self.squash, self.log_var_bound = mean == "sigmoid", log_var_bound
+
     def forward(self, out: torch.Tensor) -> dist.Distribution:
         loc, log_var = out.chunk(2, dim=-1)
-        return dist.Normal(loc, (0.5 * log_var).exp()).to_event(1)
+        if self.log_var_bound:
+            log_var = self.log_var_bound * torch.tanh(log_var / self.log_var_bound)
+        return dist.Normal(torch.sigmoid(loc) if self.squash else loc, (0.5 * log_var).exp()).to_event(1)
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
-        return out.chunk(2, dim=-1)[0]
+        loc = out.chunk(2, dim=-1)[0]
+        return torch.sigmoid(loc) if self.squash else loc
 
 
 __all__ = ["GaussianFixed", "GaussianLearned", "GaussianMeanVar"]
