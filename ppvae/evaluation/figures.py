@@ -1,8 +1,10 @@
-"""The figures every run gets: reconstructions, prior samples, the bound per epoch, and with a 2-D
-latent the posterior-mean map and the learned manifold; per-pixel sigma maps where p(x|z) has one."""
+"""The figures every run gets: reconstructions, prior samples, the bound per epoch, with a 2-D latent the
+posterior-mean map, with 2-5 latent units the learned manifold (slices of it beyond 2); per-pixel sigma maps
+where p(x|z) has one."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,15 +71,32 @@ def run_figures(model: Callable, guide: Callable, data: Dataset, run_dir: Path) 
         zt = posterior_mean(guide, data.test_x[:n], ty)
         out.append(plots.latent_scatter(zt.cpu().numpy(), None if ty is None else ty.cpu().numpy(),
                                         run_dir / "latent.png"))
-        if data.images:
-            values = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, 15, device=x.device))
-            zz = torch.cartesian_prod(values, values).flip(-1)  # z1 along a row, z2 down the rows
-            manifold = decode_mean(model, zz, x, None if labels is None else labels[:1].expand(len(zz)))
-            ticks = values.cpu().tolist()
-            out.append(plots.image_grid(data.original(manifold).cpu().numpy(), shape, run_dir / "manifold.png",
-                                        rows=15, title="learned manifold: E[x | z] on an inverse-CDF grid of z",
-                                        axes=(ticks, ticks)))
+    if data.images and 2 <= z.shape[-1] <= MANIFOLD_MAX_DIM:
+        out += manifolds(model, data, x, None if labels is None else labels[:1], z.shape[-1], run_dir)
     return out + (uncertainty_figures(model, guide, data, run_dir) if data.images else [])
 
 
-__all__ = ["run_figures"]
+MANIFOLD_MAX_DIM = 5  # latents up to this size get a manifold per pair of units (10 figures at 5)
+
+
+def manifolds(model: Callable, data: Dataset, x: torch.Tensor, label: torch.Tensor | None, dim: int,
+              run_dir: Path) -> list[Path]:
+    """E[x | z] on an inverse-CDF grid of two latent units: ``manifold.png`` for a 2-D latent, and for 3-5
+    units one slice per pair, ``manifold_z{i}_z{j}.png``, the other units at the prior's median 0."""
+    values = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, 15, device=x.device))
+    grid = torch.cartesian_prod(values, values).flip(-1)  # the first unit along a row, the second down the rows
+    ticks = values.cpu().tolist()
+    out = []
+    for i, j in itertools.combinations(range(dim), 2):
+        zz = torch.zeros(len(grid), dim, device=x.device)
+        zz[:, i], zz[:, j] = grid[:, 0], grid[:, 1]
+        manifold = decode_mean(model, zz, x, None if label is None else label.expand(len(zz)))
+        name, where = ("manifold.png", "") if dim == 2 else (f"manifold_z{i + 1}_z{j + 1}.png",
+                                                            f" of z{i + 1}, z{j + 1} (the others 0)")
+        out.append(plots.image_grid(data.original(manifold).cpu().numpy(), data.image_shape, run_dir / name,
+                                    rows=15, title=f"learned manifold: E[x | z] on an inverse-CDF grid{where}",
+                                    axes=(ticks, ticks)))
+    return out
+
+
+__all__ = ["run_figures", "manifolds", "MANIFOLD_MAX_DIM"]
