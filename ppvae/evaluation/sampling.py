@@ -246,5 +246,5 @@ def density_figure(panels: Sequence[np.ndarray], labels: Sequence[str], path: Pa
 
 __all__ = ["DEFAULT_COMPONENTS", "SOURCES", "fit_aggregate", "base_of", "normal_parts", "prior_log_prob",
            "kl_to_prior", "decode", "draw_latents", "has_pixel_sigma", "uncertainty_figures", "DENSITY_BUDGET",
-           "aggregate_log_density", "elbo_surgery", "UNIT_KL_THRESHOLD", "units_holding", "collapse_diagnostics", "density_panels",
-           "density_figure"]
+           "aggregate_log_density", "elbo_surgery", "UNIT_KL_THRESHOLD", "units_holding", "collapse_diagnostics",
+           "density_panels", "density_figure"]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 
 def ratios(run: Path) -> tuple[float, float]:
-    rows = {(r["estimator"], r["k"]): float(r["encoder_variance"]) for r in csv.DictReader(open(run / "gradient_variance.csv"))}
+    table = csv.DictReader(open(run / "gradient_variance.csv"))
+    rows = {(r["estimator"], r["k"]): float(r["encoder_variance"]) for r in table}
     a = rows["trace", "1"]
     return rows["meanfield", "1"] / a, rows["iwae-standard", "1"] / a
 

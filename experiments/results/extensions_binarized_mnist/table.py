@@ -23,7 +23,8 @@ def read(folders: list[str]) -> dict[str, dict[int, tuple[float, float]]]:
         for row in csv.DictReader(open(Path(folder) / "results.csv")):
             parts = dict(p.split("=") if "=" in p else ("variant", p) for p in row["run"].split(", "))
             nll = row.get("test_nll_marginal") or row["test_nll"]
-            cells.setdefault(parts["variant"], {})[int(parts["model.latent_dim"])] = (float(nll), float(row["test_elbo"]))
+            nz = int(parts["model.latent_dim"])
+            cells.setdefault(parts["variant"], {})[nz] = (float(nll), float(row["test_elbo"]))
     return cells
 
 
