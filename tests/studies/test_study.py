@@ -120,6 +120,8 @@ def test_bundled_study_smoke_scale(name, study_smoke):
     assert rows and (folder / "results.md").is_file() and (folder / "curves.png").is_file()
     for row in rows:
         for key, value in row.items():
+            if value == "" and any(r[key] for r in rows):
+                continue  # a metric only some variants report (a conditional pair's test_nll_marginal)
             if key.startswith("test_") or key == "final_train_loss":
                 assert math.isfinite(float(value)) and abs(float(value)) < 1e4, (key, value)
     if len(study._scale(study.read(name), "smoke")[1]) == 2:
