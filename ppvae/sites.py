@@ -76,8 +76,13 @@ def posterior_mean(guide: Callable, x: torch.Tensor, y: torch.Tensor | None = No
     try:
         return site["fn"].mean
     except NotImplementedError:  # a family without a closed-form mean: average samples
-        draws = [poutine.trace(guide).get_trace(x, y).nodes[LATENT]["value"] for _ in range(64)]
-        return torch.stack(draws).mean(0)
+        return posterior_draws(guide, x, y, 64).mean(0)
+
+
+@torch.no_grad()
+def posterior_draws(guide: Callable, x: torch.Tensor, y: torch.Tensor | None, n: int) -> torch.Tensor:
+    """``n`` draws of z ~ q(z|x), stacked along a new first dimension (one run of the guide each)."""
+    return torch.stack([poutine.trace(guide).get_trace(x, y).nodes[LATENT]["value"] for _ in range(n)])
 
 
 def posterior_means(guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Mapping, Sequence
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 
@@ -37,6 +38,13 @@ def records(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], number: s
     return markdown(columns, [[r.get(c) for c in columns] for r in rows], number)
 
 
+def mean_sd(values: Iterable[Any]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the numbers among ``values`` (None, NaN and non-numbers left
+    out): the summary across seeds; None where there is no number, or only one for the deviation."""
+    known = [float(v) for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
+    return (statistics.fmean(known) if known else None, statistics.stdev(known) if len(known) > 1 else None)
+
+
 def csv_bytes(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
     """The same rows as CSV (raw values, no formatting)."""
     text = io.StringIO()
@@ -46,4 +54,4 @@ def csv_bytes(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
     return text.getvalue().encode()
 
 
-__all__ = ["cell", "markdown", "records", "csv_bytes"]
+__all__ = ["cell", "markdown", "records", "mean_sd", "csv_bytes"]

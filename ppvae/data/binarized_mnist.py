@@ -9,10 +9,10 @@ from typing import Annotated
 
 import numpy as np
 
-from ppvae import registry
+from ppvae import registry, runs
 from ppvae.data.dataset import Arrays, DataSource
 from ppvae.data.files import cache_file, check_md5, data_root, download, missing_files_error, read_bytes
-from ppvae.errors import DataError
+from ppvae.errors import DataError, WriteError
 from ppvae.registry import Param
 
 URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
@@ -102,11 +102,9 @@ class BinarizedMNIST(DataSource):
         grey_train, grey_test, y_train, y_test, _, _ = MNIST(data_dir=self.data_dir, download=self.download).arrays()
         out = {"train": matched_labels(images["train"], grey_train, y_train),
                "test": matched_labels(images["test"], grey_test, y_test)}
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, WriteError):  # no cache: the next load matches again
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp.npz")
-            np.savez(tmp, **out)
-            os.replace(tmp, cache)
+            runs.write_npz(cache, out)
         return out
 
     def validation_split(self, x: np.ndarray, y: np.ndarray | None) -> tuple:

@@ -44,7 +44,7 @@ from ppvae.infer.fast import direct_log_weights, direct_pair, direct_posterior
 from ppvae.infer.generic import LogWeights, max_plate_nesting
 from ppvae.infer.importance import ELEMENT_BUDGET, log_weights
 from ppvae.nn import eval_mode
-from ppvae.sites import DATA_PLATE, LATENT, PARTICLE_PLATE, decode_mean, is_latent, posterior_means
+from ppvae.sites import DATA_PLATE, LATENT, PARTICLE_PLATE, decode_mean, is_latent, posterior_draws, posterior_means
 from ppvae.sites import rows as _rows
 
 ROW_BUDGET = 2**21  # log-weights per row block, held in float64 for the diagnostics: 16 MB
@@ -428,7 +428,7 @@ def _reconstruction_errors(model: Callable, guide: Callable, x: torch.Tensor, y:
         for rows in _spans(x.shape[0], batch):
             xb, yb = x[rows], _rows(y, rows)
             sq_err += ((flat(decode_mean(model, z[rows], xb, yb)) - flat(xb)) ** 2).sum().item()
-            draws = [poutine.trace(guide).get_trace(xb, yb).nodes[LATENT]["value"] for _ in range(RECON_DRAWS)]
+            draws = posterior_draws(guide, xb, yb, RECON_DRAWS)
             average = sum(flat(decode_mean(model, d, xb, yb)) for d in draws) / RECON_DRAWS
             sq_err_sampled += ((average - flat(xb)) ** 2).sum().item()
     n = max(1, x.numel())

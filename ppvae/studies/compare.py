@@ -187,9 +187,7 @@ def compare(paths: list[Path | str], out: Path | str | None = None, trust: bool 
                                                                  "seeds": [r.seed for r in members]}))
         row: list = [label, len(members)]
         for m in SUMMARY_METRICS:
-            vals = np.array([np.nan if r.metrics.get(m) is None else float(r.metrics[m]) for r in members])
-            known = vals[~np.isnan(vals)]
-            row += [float(known.mean()) if known.size else None, float(known.std(ddof=1)) if known.size > 1 else None]
+            row += tables.mean_sd(r.metrics.get(m) for r in members)
         summary_rows.append(row)
         convergence_rows.append([label, len(members)] + [v for name in VARIABLES
                                                          for v in diagnostics.rhat_ess(draws[name])])

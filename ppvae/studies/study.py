@@ -33,10 +33,8 @@ import copy
 import dataclasses
 import itertools
 import json
-import math
 import re
 import shutil
-import statistics
 from pathlib import Path
 
 from ppvae import plots, registry, runs, tables
@@ -158,8 +156,8 @@ def plan(study: Study, scale: str, overrides: list[str] = (), variants: list[str
     for values in itertools.product(*(vary[k] for k in keys)):
         grid = [f"{k}={json.dumps(v)}" for k, v in zip(keys, values)]
         for variant, extra in chosen.items():
+            config = ", ".join([variant] * bool(variant) + grid)
             for seed in seeds:
-                config = ", ".join([variant] * bool(variant) + grid)
                 label = ", ".join([config] * bool(config) + [f"seed={seed}"] * (len(seeds) > 1))
                 raw = copy.deepcopy(study.base)
                 raw["name"] = f"{study.name}-{label}" if label else study.name
@@ -432,9 +430,7 @@ def across_seeds(folder: Path, rows: list[dict], columns: list[str]) -> str:
     for config, group in groups.items():
         line, numbers = [config, len(group)], [config, len(group)]
         for name in columns:
-            values = [r[name] for r in group if isinstance(r.get(name), (int, float)) and math.isfinite(r[name])]
-            mean = statistics.fmean(values) if values else None
-            sd = statistics.stdev(values) if len(values) > 1 else None
+            mean, sd = tables.mean_sd(r.get(name) for r in group)
             line.append("-" if mean is None else f"{tables.cell(float(mean))} ± {tables.cell(sd)}")
             numbers += [mean, sd]
         cells.append(line)
