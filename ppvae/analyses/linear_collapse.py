@@ -21,6 +21,7 @@ from torch.distributions import kl_divergence
 from ppvae import registry, tables
 from ppvae.analyses.base import Analysis, Result, RunContext
 from ppvae.evaluation.loglik import ACTIVE_UNIT_THRESHOLD
+from ppvae.evaluation.sampling import units_holding
 from ppvae.models import ppca
 from ppvae.sites import prior_draws
 
@@ -50,6 +51,7 @@ def prediction(train_x: torch.Tensor, test_x: torch.Tensor, latent_dim: int, sig
                                     covariance_matrix=torch.eye(latent_dim, dtype=torch.float64))
     return {"ppca_active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
             "ppca_kept_units": int(kept.sum()),
+            "ppca_units_for_90pct_kl": units_holding((0.5 * torch.log(lam[kept] / sigma ** 2)).tolist(), 0.9),
             "ppca_test_kl": kl_divergence(posterior, prior).mean().item(),
             "ppca_fixed_sigma_test_ll": ppca.exact_log_likelihood(test, params).mean().item(),
             "ppca_smallest_kept_eigenvalue": float(lam[kept].min()) if bool(kept.any()) else math.nan}
@@ -70,6 +72,8 @@ class LinearCollapse(Analysis):
         latent_dim = prior_draws(ctx.model, ctx.test_x, 1).shape[-1]
         out = prediction(ctx.data.train_x, ctx.test_x, latent_dim, float(sigma))
         rows = [["active units", out["ppca_active_units"], ctx.metrics.get("active_units")],
+                ["units holding 90 % of the KL", out["ppca_units_for_90pct_kl"],
+                 ctx.metrics.get("test_units_for_90pct_kl")],
                 ["KL(q(z|x) || p(z)), nats per test point", out["ppca_test_kl"], ctx.metrics.get("test_kl")],
                 ["test log-likelihood", out["ppca_fixed_sigma_test_ll"], ctx.metrics.get("test_ll")]]
         report = (f"sigma = {float(sigma):.4g}, {latent_dim} latent units; the linear optimum keeps the "

@@ -30,6 +30,7 @@ def test_the_fixed_sigma_solution_is_the_ppca_maximum_at_that_sigma():
         assert ppca.exact_log_likelihood(x, ppca.PPCAParams(W, params.b, params.sigma)).mean() < best
     m = prediction(x, x, LATENT, 1.0)
     assert (m["ppca_kept_units"], m["ppca_active_units"]) == (3, 3)
+    assert m["ppca_units_for_90pct_kl"] == 3  # per-unit KLs log(lambda_i) / 2: 1.10, 0.69, 0.35 of 2.14 nats
     # on the training points the optimum's KL is sum over kept directions of log(lambda_i / sigma^2) / 2
     assert m["ppca_test_kl"] == pytest.approx(0.5 * torch.log(lam[:3]).sum().item(), rel=1e-6)
     assert prediction(x, x, LATENT, 0.5)["ppca_kept_units"] == 4  # sigma^2 = 0.25: all four latent units kept
