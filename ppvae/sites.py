@@ -10,6 +10,7 @@ other module may import it, and it imports only Pyro and torch.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import ClassVar
 
 import torch
@@ -32,6 +33,12 @@ def is_latent(site: dict) -> bool:
 def is_local(site: dict) -> bool:
     """A site inside the data plate: one value per data point."""
     return any(f.name == DATA_PLATE for f in site["cond_indep_stack"])
+
+
+def upper_local_latents(trace: poutine.Trace) -> list[str]:
+    """The trace's local latent sites besides ``z``: a second stochastic layer, under which p(z) is
+    conditional (p(z | z_top)), not a prior."""
+    return [n for n, site in trace.nodes.items() if is_latent(site) and n != LATENT and is_local(site)]
 
 
 def plate_shape() -> torch.Size:
@@ -86,10 +93,11 @@ def posterior_draws(guide: Callable, x: torch.Tensor, y: torch.Tensor | None, n:
 
 
 def posterior_means(guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None,
-                    batch_size: int = 2000) -> torch.Tensor:
-    """E_q[z|x_n] for every row of ``x``, in batches."""
+                    batch_size: int = 2000, draw: bool = False) -> torch.Tensor:
+    """E_q[z|x_n] for every row of ``x``, in batches; with ``draw``, one z_n ~ q(z|x_n) each instead."""
     spans = (slice(i, i + batch_size) for i in range(0, x.shape[0], batch_size))
-    return torch.cat([posterior_mean(guide, x[s], rows(y, s)) for s in spans])
+    code = (lambda xb, yb: posterior_draws(guide, xb, yb, 1)[0]) if draw else partial(posterior_mean, guide)
+    return torch.cat([code(x[s], rows(y, s)) for s in spans])
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ from pyro import poutine
 from ppvae import plots
 from ppvae.data import Dataset
 from ppvae.errors import DataError
-from ppvae.sites import DATA_PLATE, LATENT, OBSERVED, is_latent, model_site, posterior_mean, prior_draws
+from ppvae.sites import LATENT, OBSERVED, model_site, posterior_mean, prior_draws, upper_local_latents
 
 DEFAULT_COMPONENTS = 32
 SOURCES = ("prior", "aggregate")
@@ -173,9 +173,7 @@ def elbo_surgery(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Ten
         return none
     log_p = prior_log_prob(model, z, x, y)
     avg, agg, mi = log_q - log_p, log_agg - log_p, log_q - log_agg
-    stacked = [n for n, site in trace.nodes.items() if is_latent(site) and n != LATENT  # another local layer:
-               and any(f.name == DATA_PLATE for f in site["cond_indep_stack"])]  # p(z) is then not the prior
-    if (stacked or isinstance(base_of(tr["fn"]), dist.Delta)
+    if (upper_local_latents(trace) or isinstance(base_of(tr["fn"]), dist.Delta)
             or not bool(torch.isfinite(avg).all() & torch.isfinite(agg).all())):
         return none
     se = lambda t: (t.std() / math.sqrt(t.numel())).item()  # noqa: E731
