@@ -25,7 +25,7 @@ from torch import nn
 from ppvae import registry, tables
 from ppvae.analyses.base import Analysis, Result, RunContext
 from ppvae.evaluation.loglik import log_likelihood
-from ppvae.evaluation.sampling import fit_aggregate
+from ppvae.evaluation.sampling import base_of, fit_aggregate
 from ppvae.registry import Param
 from ppvae.sites import LATENT, posterior_means, upper_local_latents
 
@@ -71,9 +71,12 @@ class MixturePrior(Analysis):
 
     def run(self, ctx: RunContext) -> Result:
         data, model, guide, x = ctx.data, ctx.model, ctx.guide, ctx.test_x
-        if upper_local_latents(poutine.trace(guide).get_trace(x[:2])):
+        trace = poutine.trace(guide).get_trace(x[:2])
+        if upper_local_latents(trace):
             return Result(report="Not computed: with a second stochastic layer p(z) is conditional, not a prior "
                                  "a mixture could replace.")
+        if isinstance(base_of(trace.nodes[LATENT]["fn"]), dist.Delta):
+            return Result(report="Not computed: a point-mass guide gives no importance-sampling bound.")
         def iwae(m: Callable) -> torch.Tensor:
             pyro.set_rng_seed(ctx.seed + 1)  # the evaluation's seed: the draws of test_ll_k{k} (eval.extra_k)
             return log_likelihood(m, guide, x, k=self.k)["ll"].double()

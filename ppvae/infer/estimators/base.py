@@ -10,8 +10,10 @@ import pyro
 import torch
 from pyro import poutine
 
+from ppvae.errors import EstimatorError
 from ppvae.infer import fast
 from ppvae.registry import Param
+from ppvae.sites import LATENT, is_latent, is_local
 
 
 class Objective(NamedTuple):
@@ -96,4 +98,29 @@ class PyroELBO(Estimator):
         return Objective(loss, loss.detach())
 
 
-__all__ = ["Objective", "KLWeight", "Estimator", "PyroELBO", "PARTICLES"]
+def check_one_local_latent(guide: Callable, x: torch.Tensor, y: torch.Tensor | None, estimator: str) -> None:
+    """Refuse a guide with latent sites besides the local ``z`` (decoder weights, a second layer): the
+    objectives built on :func:`one_draw` have terms for z and x only."""
+    others = [n for n, site in poutine.trace(guide).get_trace(x, y).nodes.items()
+              if is_latent(site) and (n != LATENT or not is_local(site))]
+    if others:
+        raise EstimatorError(f"estimator {estimator!r} scores one local latent z and the data, but the guide also "
+                             f"samples {others}; use it with a one-layer pair without Bayesian weights, or use "
+                             "'trace' / 'meanfield' / 'iwae'.")
+
+
+def one_draw(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None) -> fast.Direct:
+    """One draw z ~ q(z|x) per point with q, p(z) and log p(x|z) [1, N], for objectives that need q's parameters
+    or the codes themselves: the fast path's single pass for a bundled pair, else Pyro traces of the guide and
+    of the model replayed on it (a pair :func:`check_one_local_latent` accepts)."""
+    if fast.direct_pair(model, guide, x, y):
+        return fast.direct_pass(model, guide, x, y)
+    guide_tr = poutine.trace(guide).get_trace(x, y)
+    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, y)
+    q, z, prior = guide_tr.nodes[LATENT]["fn"], guide_tr.nodes[LATENT]["value"], model_tr.nodes[LATENT]["fn"]
+    obs = sum(site["fn"].log_prob(site["value"]) for site in model_tr.nodes.values()
+              if site["type"] == "sample" and site["is_observed"] and is_local(site))
+    return fast.Direct(q, prior, z[None], obs[None], prior.log_prob(z)[None], q.log_prob(z)[None])
+
+
+__all__ = ["Objective", "KLWeight", "Estimator", "PyroELBO", "PARTICLES", "check_one_local_latent", "one_draw"]
