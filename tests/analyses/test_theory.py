@@ -71,7 +71,7 @@ def test_decoder_sigma_smoke_figures(study_smoke):
     folder = study_smoke("decoder_sigma")
     assert (folder / "posteriors.png").stat().st_size > 10_000
     run_dirs = [p for p in folder.iterdir() if p.is_dir()]
-    assert len(run_dirs) == 4
+    assert len(run_dirs) == 5  # beta 0.1, 1, 10, 100 and the per-pixel sigma
     for run in run_dirs:
         assert (run / "decoder_samples.png").is_file() and (run / "posterior_ellipses.png").is_file()
         with np.load(run / "posterior_2d.npz") as f:

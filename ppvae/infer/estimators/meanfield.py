@@ -48,7 +48,7 @@ class MeanFieldEstimator(PyroELBO):
             try:
                 kl_divergence(site["fn"], model_tr.nodes[name]["fn"])
             except NotImplementedError:
-                fallback.append(f"{name}: {_family(site['fn'])} || {_family(model_tr.nodes[name]['fn'])}")
+                fallback.append(f"{name}: {family_name(site['fn'])} || {family_name(model_tr.nodes[name]['fn'])}")
         self.notes["kl_monte_carlo_sites"] = fallback
         if fallback:
             msg = ("meanfield: no closed-form KL is registered for " + "; ".join(fallback) +
@@ -59,7 +59,7 @@ class MeanFieldEstimator(PyroELBO):
             log.warning(msg)
 
 
-def _family(d) -> str:
+def family_name(d: torch.distributions.Distribution) -> str:
     """A distribution's name through ``to_event``: ``Independent(Normal)`` reads ``Normal``."""
     while isinstance(d, torch.distributions.Independent):
         d = d.base_dist
