@@ -1,5 +1,6 @@
 """DIP-VAE (Kumar, Sattigeri & Balakrishnan, ICLR 2018): the ELBO with a penalty that pulls the covariance of the
-batch's codes towards the prior's (the identity for N(0, I)); a baseline of the noise-variance study (its tables 2 and 3)."""
+batch's codes towards the prior's (the identity for N(0, I)); a baseline of the noise-variance study (its tables 2
+and 3)."""
 
 from __future__ import annotations
 
