@@ -45,11 +45,15 @@ def max_plate_nesting(model: Callable, guide: Callable, *args) -> int:
     """
     rng = pyro.util.get_rng_state()
     try:
-        guide_tr = poutine.trace(guide).get_trace(*args)
-        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*args)
+        guide_tr, model_tr = one_pass(model, guide, *args)
     finally:
         pyro.util.set_rng_state(rng)
-    dims = [-f.dim for tr in (guide_tr, model_tr) for s in tr.nodes.values() if s["type"] == "sample"
+    return plate_nesting(guide_tr, model_tr)
+
+
+def plate_nesting(*trs: poutine.Trace) -> int:
+    """How many plate dimensions these traces use."""
+    dims = [-f.dim for tr in trs for s in tr.nodes.values() if s["type"] == "sample"
             for f in s["cond_indep_stack"] if f.vectorized]
     return max(dims, default=0)
 
@@ -85,10 +89,16 @@ def log_weights(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tens
 
 
 def traces(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None, k: int,
-            nesting: int) -> tuple[poutine.Trace, poutine.Trace]:
+           nesting: int) -> tuple[poutine.Trace, poutine.Trace]:
+    """:func:`one_pass` with k particles per data point, in a plate left of the pair's own."""
     dim = -(nesting + 1)
-    guide_tr = poutine.trace(vectorize(guide, k, dim)).get_trace(x, y)
-    model_tr = poutine.trace(poutine.replay(vectorize(model, k, dim), trace=guide_tr)).get_trace(x, y)
+    return one_pass(vectorize(model, k, dim), vectorize(guide, k, dim), x, y)
+
+
+def one_pass(model: Callable, guide: Callable, *args) -> tuple[poutine.Trace, poutine.Trace]:
+    """A trace of the guide and one of the model replayed on it."""
+    guide_tr = poutine.trace(guide).get_trace(*args)
+    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*args)
     return guide_tr, model_tr
 
 
@@ -145,4 +155,5 @@ def from_traces(guide_tr: poutine.Trace, model_tr: poutine.Trace, x: torch.Tenso
     return LogWeights(obs, latent, global_, scale, tuple(values))
 
 
-__all__ = ["LogWeights", "max_plate_nesting", "vectorize", "log_weights", "traces", "from_traces"]
+__all__ = ["LogWeights", "max_plate_nesting", "plate_nesting", "vectorize", "log_weights", "traces", "one_pass",
+           "from_traces"]

@@ -11,7 +11,7 @@ import torch
 from pyro import poutine
 
 from ppvae.errors import EstimatorError
-from ppvae.infer import fast
+from ppvae.infer import fast, generic
 from ppvae.registry import Param
 from ppvae.sites import LATENT, is_latent, is_local
 
@@ -115,12 +115,10 @@ def one_draw(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor 
     of the model replayed on it (a pair :func:`check_one_local_latent` accepts)."""
     if fast.direct_pair(model, guide, x, y):
         return fast.direct_pass(model, guide, x, y)
-    guide_tr = poutine.trace(guide).get_trace(x, y)
-    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, y)
+    guide_tr, model_tr = generic.one_pass(model, guide, x, y)
+    obs = generic.from_traces(guide_tr, model_tr, x, 1, generic.plate_nesting(guide_tr, model_tr), 1.0, False).obs
     q, z, prior = guide_tr.nodes[LATENT]["fn"], guide_tr.nodes[LATENT]["value"], model_tr.nodes[LATENT]["fn"]
-    obs = sum(site["fn"].log_prob(site["value"]) for site in model_tr.nodes.values()
-              if site["type"] == "sample" and site["is_observed"] and is_local(site))
-    return fast.Direct(q, prior, z[None], obs[None], prior.log_prob(z)[None], q.log_prob(z)[None])
+    return fast.Direct(q, prior, z[None], obs, prior.log_prob(z)[None], q.log_prob(z)[None])
 
 
 __all__ = ["Objective", "KLWeight", "Estimator", "PyroELBO", "PARTICLES", "check_one_local_latent", "one_draw"]

@@ -7,13 +7,12 @@ import warnings
 from typing import Annotated
 
 import torch
-from pyro import poutine
 from pyro.distributions.kl import kl_divergence
 from pyro.infer import TraceMeanField_ELBO
 
 from ppvae import registry
 from ppvae.errors import EstimatorError
-from ppvae.infer import fast
+from ppvae.infer import fast, generic
 from ppvae.infer.estimators.base import PyroELBO
 from ppvae.registry import Param
 from ppvae.sites import is_latent
@@ -39,8 +38,7 @@ class MeanFieldEstimator(PyroELBO):
         """Find latent sites without a registered closed-form KL: warn, record, or refuse.
 
         Pyro's TraceMeanField_ELBO falls back silently; here the fallback is visible."""
-        guide_tr = poutine.trace(guide).get_trace(x, y)
-        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, y)
+        guide_tr, model_tr = generic.one_pass(model, guide, x, y)
         fallback = []
         for name, site in guide_tr.nodes.items():
             if not is_latent(site) or name not in model_tr.nodes:
