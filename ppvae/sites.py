@@ -10,7 +10,6 @@ other module may import it, and it imports only Pyro and torch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import ClassVar
 
 import torch
@@ -79,7 +78,10 @@ def rows(t: torch.Tensor | None, span: slice) -> torch.Tensor | None:
 @torch.no_grad()
 def posterior_mean(guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """E_q[z|x] read off the guide's ``z`` site (its distribution's mean)."""
-    site = poutine.trace(guide).get_trace(x, y).nodes[LATENT]
+    return _site_mean(poutine.trace(guide).get_trace(x, y).nodes[LATENT], guide, x, y)
+
+
+def _site_mean(site: dict, guide: Callable, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
     try:
         return site["fn"].mean
     except NotImplementedError:  # a family without a closed-form mean: average samples
@@ -93,11 +95,25 @@ def posterior_draws(guide: Callable, x: torch.Tensor, y: torch.Tensor | None, n:
 
 
 def posterior_means(guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None,
-                    batch_size: int = 2000, draw: bool = False) -> torch.Tensor:
-    """E_q[z|x_n] for every row of ``x``, in batches; with ``draw``, one z_n ~ q(z|x_n) each instead."""
-    spans = (slice(i, i + batch_size) for i in range(0, x.shape[0], batch_size))
-    code = (lambda xb, yb: posterior_draws(guide, xb, yb, 1)[0]) if draw else partial(posterior_mean, guide)
-    return torch.cat([code(x[s], rows(y, s)) for s in spans])
+                    batch_size: int = 2000) -> torch.Tensor:
+    """E_q[z|x_n] for every row of ``x``, in batches."""
+    return torch.cat([posterior_mean(guide, x[s], rows(y, s)) for s in _spans(x.shape[0], batch_size)])
+
+
+@torch.no_grad()
+def posterior_codes(guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None,
+                    batch_size: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+    """E_q[z|x_n] and one draw z_n ~ q(z|x_n) for every row of ``x``, from one run of the guide per batch."""
+    means, draws = [], []
+    for s in _spans(x.shape[0], batch_size):
+        site = poutine.trace(guide).get_trace(x[s], rows(y, s)).nodes[LATENT]
+        draws.append(site["value"])
+        means.append(_site_mean(site, guide, x[s], rows(y, s)))
+    return torch.cat(means), torch.cat(draws)
+
+
+def _spans(n: int, batch_size: int) -> list[slice]:
+    return [slice(i, i + batch_size) for i in range(0, n, batch_size)]
 
 
 @torch.no_grad()

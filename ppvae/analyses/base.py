@@ -7,8 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from pyro.distributions import MixtureSameFamily
 
 from ppvae.data import Dataset
+from ppvae.evaluation.sampling import fit_aggregate
+from ppvae.nn import eval_mode
+from ppvae.rng import own_stream
+from ppvae.sites import posterior_codes
 
 
 @dataclass
@@ -25,6 +30,25 @@ class RunContext:
     data_seed: int  # data.seed
     num_test: int  # the test points the evaluation used (the first num_test)
     metrics: dict  # what the evaluation measured (test_ll, test_elbo, ...)
+    _shared: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def training_codes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training set's posterior means and one draw of q(z|x) each: one pass of the guide in evaluation
+        mode, on a stream of its own (``seed + 7``), made once and shared by the analyses that need it."""
+        if "codes" not in self._shared:
+            x = self.data.train_x
+            with eval_mode(self.model, self.guide), own_stream(x.device, self.seed + 7):
+                self._shared["codes"] = posterior_codes(self.guide, x, self.data.train_y)
+        return self._shared["codes"]
+
+    def aggregate_mixture(self, components: int, fit: str = "means") -> MixtureSameFamily:
+        """A Gaussian mixture fit to the training codes, ``"means"`` (the aggregate sampler's) or ``"draws"``;
+        fit once per run and shared."""
+        key = (fit, components)
+        if key not in self._shared:
+            means, draws = self.training_codes()
+            self._shared[key] = fit_aggregate({"means": means, "draws": draws}[fit], components, self.seed)
+        return self._shared[key]
 
     @property
     def test_x(self) -> torch.Tensor:

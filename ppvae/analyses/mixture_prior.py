@@ -25,9 +25,9 @@ from torch import nn
 from ppvae import registry, tables
 from ppvae.analyses.base import Analysis, Result, RunContext
 from ppvae.evaluation.loglik import log_likelihood
-from ppvae.evaluation.sampling import base_of, fit_aggregate
+from ppvae.evaluation.sampling import base_of
 from ppvae.registry import Param
-from ppvae.sites import LATENT, posterior_means, upper_local_latents
+from ppvae.sites import LATENT, upper_local_latents
 
 FITS = ("means", "draws")
 
@@ -85,9 +85,7 @@ class MixturePrior(Analysis):
         metrics: dict = {"mixture_prior_k": self.k, "mixture_prior_components": self.components,
                          "test_ll_own_prior": own.mean().item()}
         for fit in FITS:
-            pyro.set_rng_seed(ctx.seed + 7)
-            codes = posterior_means(guide, data.train_x, draw=fit == "draws")
-            ll = iwae(WithPrior(model, fit_aggregate(codes, self.components, ctx.seed)))
+            ll = iwae(WithPrior(model, ctx.aggregate_mixture(self.components, fit)))
             gain = ll - own
             metrics[f"test_ll_mixture_prior_{fit}"] = ll.mean().item()
             metrics[f"mixture_prior_gain_{fit}"] = gain.mean().item()

@@ -58,6 +58,7 @@ from ppvae.evaluation.sampling import (
     kl_to_prior,
 )
 from ppvae.registry import Param
+from ppvae.rng import own_stream
 from ppvae.sites import posterior_means
 
 FEATURES = 64
@@ -117,8 +118,7 @@ def train_feature_net(data: Dataset, steps: int = 2500, seed: int = 0, batch_siz
         raise DataError(f"The sample-quality distance needs a labelled dataset to train its classifier; "
                         f"{data.name!r} has no labels.")
     device = data.train_x.device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with own_stream(device, seed):
         net = FeatureNet(data.image_shape, data.num_classes).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         n, step = data.train_x.shape[0], 0
@@ -282,7 +282,7 @@ class SampleQuality(Analysis):
         2-D latent, the log densities of prior, aggregate posterior and mixture (``latent_density.png`` / ``.npz``)."""
         data, model, guide = ctx.data, ctx.model, ctx.guide
         pyro.set_rng_seed(ctx.seed + 2)
-        mixture = fit_aggregate(posterior_means(guide, data.train_x, data.train_y), self.components, ctx.seed)
+        mixture = ctx.aggregate_mixture(self.components)
         out = sample_quality(model, guide, data, self.n, mixture=mixture, seed=ctx.seed)
         out["aggregate_components"] = self.components
         out["kl_mixture_prior"], out["kl_mixture_prior_se"] = kl_to_prior(mixture, model, data.test_x)

@@ -44,6 +44,7 @@ from ppvae.infer.fast import direct_log_weights, direct_pair, direct_posterior
 from ppvae.infer.generic import LogWeights, max_plate_nesting
 from ppvae.infer.importance import ELEMENT_BUDGET, log_weights
 from ppvae.nn import eval_mode
+from ppvae.rng import own_stream
 from ppvae.sites import DATA_PLATE, LATENT, PARTICLE_PLATE, decode_mean, is_latent, posterior_draws, posterior_means
 from ppvae.sites import rows as _rows
 
@@ -108,7 +109,6 @@ class TiledProposal:
         self.axes: dict[str, tuple[int, int | None]] = {}  # site -> (sample axis, point axis or None)
         self.point_mass: bool | None = None  # from the first tile: all samples of every local site coincide
         self._cache: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
-        self._devices = [x.device] if x.device.type == "cuda" else []
 
     def _particles(self, size: int) -> Callable:
         def guide(*args):
@@ -124,8 +124,7 @@ class TiledProposal:
         rows = slice(p * TILE_POINTS, min(self.x.shape[0], (p + 1) * TILE_POINTS))
         if self.direct and p not in self._posteriors:
             self._posteriors[p] = direct_posterior(self.guide, self.x[rows], _rows(self.y, rows))
-        with torch.random.fork_rng(devices=self._devices):
-            torch.manual_seed(_tile_seed(self.seed, s, p))
+        with own_stream(self.x.device, _tile_seed(self.seed, s, p)):
             if self.direct:  # the same draws as the guide's trace below, without re-running the encoder
                 q = self._posteriors[p]
                 self.axes[LATENT] = (-(self.nesting + 1) - q.event_dim, -1 - q.event_dim)
@@ -248,7 +247,7 @@ def _check_guide_is_a_function(guide: Callable, x: torch.Tensor, y: torch.Tensor
     or the encoder of a row block); if the two runs disagree, samples of one q are weighted by
     another and the IWAE estimate is no longer a bound. Draws are made on a forked generator.
     """
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+    with own_stream(x.device):
         first = poutine.trace(guide).get_trace(x, y)
         again = poutine.trace(poutine.replay(guide, trace=first)).get_trace(x, y)
     for name, site in first.nodes.items():
@@ -423,8 +422,7 @@ def _reconstruction_errors(model: Callable, guide: Callable, x: torch.Tensor, y:
     z = posterior_means(guide, x, y, batch)
     sq_err = sq_err_sampled = 0.0
     flat = lambda t: t.reshape(t.shape[0], -1)  # noqa: E731
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with own_stream(x.device, seed):
         for rows in _spans(x.shape[0], batch):
             xb, yb = x[rows], _rows(y, rows)
             sq_err += ((flat(decode_mean(model, z[rows], xb, yb)) - flat(xb)) ** 2).sum().item()

@@ -52,6 +52,7 @@ from ppvae.infer.estimators import Estimator
 from ppvae.infer.importance import ELEMENT_BUDGET, iwae_bound, log_weights
 from ppvae.infer.settings import TrainSettings
 from ppvae.nn import eval_mode
+from ppvae.rng import own_stream
 
 
 def resolve_device(name: str) -> torch.device:
@@ -221,9 +222,7 @@ class Trainer:
     def before_evaluation(self, data: Dataset) -> None:
         """The pair's ``before_evaluation`` hooks over the training set (e.g. a closed-form sigma fitted to
         all of it), from a random stream of their own (``train.seed``): the same parameters evaluate the same."""
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.cfg.seed)
+        with own_stream(self.device, self.cfg.seed):
             self._hook("before_evaluation", self.model, self.guide, data.batches(1000, shuffle=False))
 
     def _hook(self, name: str, *args) -> None:
@@ -500,9 +499,8 @@ def validation_bound(model: Callable, guide: Callable, data: Dataset, k: int, se
     x_all, y_all = data.valid_x, data.valid_y
     rows = max(1, ELEMENT_BUDGET // (k * max(1, x_all.shape[1])))
     total = torch.zeros((), device=x_all.device)
-    devices = [x_all.device] if x_all.device.type == "cuda" else []
-    with eval_mode(model, guide), torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(np.random.SeedSequence(list(seed)).generate_state(1, dtype=np.uint64)[0] >> 1))
+    stream = int(np.random.SeedSequence(list(seed)).generate_state(1, dtype=np.uint64)[0] >> 1)
+    with eval_mode(model, guide), own_stream(x_all.device, stream):
         for start in range(0, x_all.shape[0], rows):
             y = None if y_all is None else y_all[start:start + rows]
             total += iwae_bound(log_weights(model, guide, x_all[start:start + rows], y, k=k)).sum()

@@ -8,10 +8,13 @@ import torch
 from ppvae.models import GaussianFixed, StandardNormal, VAEModel, ppca
 from torch import nn
 
+import ppvae.analyses.base as base
 from ppvae.analyses.base import RunContext
 from ppvae.analyses.mixture_prior import MixturePrior, WithPrior
 from ppvae.data import Dataset
 from ppvae.evaluation.loglik import log_likelihood
+from ppvae.evaluation.sampling import fit_aggregate
+from ppvae.sites import posterior_codes, posterior_means
 
 D, d, SIGMA = 5, 2, 0.5
 
@@ -109,3 +112,27 @@ def test_a_means_mixture_starves_an_unused_unit(setting):
     out = MixturePrior(k=50, components=2).run(context(model, guide, train_x, test_x)).metrics
     assert out["test_ll_mixture_prior_draws"] > out["test_ll_mixture_prior_means"] + 100
     assert out["mixture_prior_gain_draws"] > 0
+
+
+def test_the_training_codes_are_encoded_once_and_each_mixture_fit_once(setting, monkeypatch):
+    """sample_quality and mixture_prior share the run's means mixture; the means and the draws come from one
+    pass of the guide, on a stream of their own (the caller's draws continue unchanged)."""
+    W, b, weights, means, covs, g = setting
+    model, guide = linear_pair(W, b)
+    train_x, test_x = (generate(W, b, n, weights, means, covs, g) for n in (300, 10))
+    ctx = context(model, guide, train_x, test_x)
+    passes, fits = [], []
+    monkeypatch.setattr(base, "posterior_codes", lambda *a: passes.append(1) or posterior_codes(*a))
+    monkeypatch.setattr(base, "fit_aggregate", lambda *a: fits.append(a[1:]) or fit_aggregate(*a))
+    torch.manual_seed(3)
+    before = torch.rand(1)
+    torch.manual_seed(3)
+    mixture = ctx.aggregate_mixture(2)
+    assert torch.equal(torch.rand(1), before)
+    MixturePrior(k=5, components=2).run(ctx)
+    assert ctx.aggregate_mixture(2) is mixture and ctx.aggregate_mixture(2, "draws") is not mixture
+    assert passes == [1] and fits == [(2, 0), (2, 0)]
+    code_means, code_draws = ctx.training_codes()
+    assert torch.allclose(code_means, posterior_means(guide, train_x))
+    spread = (code_draws - code_means).std(0)  # one draw of q(z|x) per point, not the means again
+    assert (spread > 0.1).all()
