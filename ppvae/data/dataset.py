@@ -30,6 +30,7 @@ class Dataset:
     scale: torch.Tensor | None = None
     stream: torch.utils.data.Dataset | None = None  # the whole training set on disk; train_x: its first images
     workers: int = 0  # DataLoader processes reading ``stream``
+    threshold: float = 0.5  # binarize = "threshold": pixels above it are 1
 
     @property
     def x_dim(self) -> int:
@@ -77,8 +78,13 @@ class Dataset:
                                                  num_workers=self.workers, pin_memory=device.type == "cuda",
                                                  generator=torch.Generator())
             pairs = ((x.to(device, non_blocking=True), None if (y < 0).any() else y.to(device)) for x, y in loader)
-        for x, y in pairs:
-            yield (torch.bernoulli(x) if self.binarize == "dynamic" else x), y
+        streamed_threshold = self.stream is not None and self.binarize == "threshold"
+        for x, y in pairs:  # held in memory, a thresholded set is thresholded already; a streamed one here
+            if self.binarize == "dynamic":
+                x = torch.bernoulli(x)
+            elif streamed_threshold:
+                x = binarized(x, "threshold", 0, self.threshold)
+            yield x, y
 
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, tuple[int, ...], int]
@@ -88,9 +94,11 @@ class DataSource:
     """A data set part: reads raw arrays (``arrays``), then ``load`` splits, slices and binarizes them."""
 
     def __init__(self, *,
-                 binarize: Annotated[str, Param(doc="threshold: x > 0.5; static: one fixed Bernoulli draw; dynamic: a "
-                                                    "fresh draw every batch (test set drawn once)",
+                 binarize: Annotated[str, Param(doc="threshold: x > data.threshold; static: one fixed Bernoulli draw; "
+                                                    "dynamic: a fresh draw every batch (test set drawn once)",
                                                 choices=("none", "threshold", "static", "dynamic"))] = "none",
+                 threshold: Annotated[float, Param("in [0, 1)", "with binarize = 'threshold', pixels above it are 1 "
+                                                                "(0: every pixel that is not black)")] = 0.5,
                  test_fraction: Annotated[float, Param("in (0, 1)", "held-out share for sets without an official "
                                                                     "split")] = 0.2,
                  max_train: Annotated[int, Param(">= 0", "use only the first N training points (0: all)")] = 0,
@@ -103,7 +111,7 @@ class DataSource:
                  data_dir: Annotated[str, Param(doc="folder holding the raw files; default $PPVAE_DATA or "
                                                     "~/.cache/ppvae")] = "",
                  download: Annotated[bool, Param(doc="try to download missing files (needs network)")] = True):
-        self.binarize, self.test_fraction, self.seed = binarize, test_fraction, seed
+        self.binarize, self.threshold, self.test_fraction, self.seed = binarize, threshold, test_fraction, seed
         self.max_train, self.max_test, self.validation = max_train, max_test, validation
         self.data_dir, self.download = data_dir, download
         self.real_valued = False  # real numbers, not intensities in [0, 1]
@@ -156,12 +164,17 @@ class DataSource:
             scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # a constant feature stays as it is
             train_x, test_x = (train_x - shift) / scale, (test_x - shift) / scale
             valid_x = None if valid_x is None else (valid_x - shift) / scale
-        if self.binarize != "dynamic":
-            train_x = binarized(train_x, self.binarize, self.seed)
-        test_x = binarized(test_x, self.binarize, self.seed + 1)
-        valid_x = None if valid_x is None else binarized(valid_x, self.binarize, self.seed + 2)
+        train_x, test_x, valid_x = self.binarized(train_x, test_x, valid_x)
         return Dataset(name, train_x, test_x, shape, train_y, test_y, self.binarize, num_classes, valid_x, valid_y,
-                       self.images, shift, scale)
+                       self.images, shift, scale, threshold=self.threshold)
+
+    def binarized(self, train_x: torch.Tensor, test_x: torch.Tensor,
+                  valid_x: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The three parts binarized as ``binarize`` says, each with a seed of its own; a dynamic set's training
+        images stay grey (drawn afresh every batch)."""
+        bin_ = lambda t, offset: None if t is None else binarized(t, self.binarize, self.seed + offset,  # noqa: E731
+                                                                  self.threshold)
+        return (train_x if self.binarize == "dynamic" else bin_(train_x, 0)), bin_(test_x, 1), bin_(valid_x, 2)
 
 
 def checked_labels(y: np.ndarray | None, n: int, path: object, what: str) -> tuple[np.ndarray | None, int]:
@@ -184,10 +197,10 @@ def checked_labels(y: np.ndarray | None, n: int, path: object, what: str) -> tup
     return y, num_classes
 
 
-def binarized(x: torch.Tensor, how: str, seed: int) -> torch.Tensor:
+def binarized(x: torch.Tensor, how: str, seed: int, threshold: float = 0.5) -> torch.Tensor:
     """``x`` thresholded, or one seeded Bernoulli draw of it ("static", and a "dynamic" set's test images)."""
     if how == "threshold":
-        return (x > 0.5).float()
+        return (x > threshold).to(x.dtype)
     if how in ("static", "dynamic"):
         g = torch.Generator().manual_seed(seed)
         return torch.bernoulli(x, generator=g)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from ppvae.data.dataset import Dataset, DataSource, binarized
+from ppvae.data.dataset import Dataset, DataSource
 from ppvae.errors import DataError
 from ppvae.registry import Param
 
@@ -110,12 +110,10 @@ class ImageFiles(DataSource):
             raise DataError(f"{name!r} has {len(train)} training and {test_x.shape[0]} test images; it needs both.")
         shape = (1 if self.grey else 3, self.size, self.size)
         classes = int(max(t.max() for t in (train_y, test_y) if t is not None)) + 1 if self.labelled else 0
-        if self.binarize != "dynamic":
-            train_x = binarized(train_x, self.binarize, self.seed)
-        test_x = binarized(test_x, self.binarize, self.seed + 1)
-        valid_x = None if valid_x is None else binarized(valid_x, self.binarize, self.seed + 2)
+        train_x, test_x, valid_x = self.binarized(train_x, test_x, valid_x)
         return Dataset(name, train_x, test_x, shape, train_y, test_y, self.binarize, classes, valid_x, valid_y,
-                       stream=Flat(train, self.labelled) if self.stream else None, workers=self.workers)
+                       stream=Flat(train, self.labelled) if self.stream else None, workers=self.workers,
+                       threshold=self.threshold)
 
 
 def missing(root: Path, files: list[str], what: str, fix: str) -> None:

@@ -61,10 +61,13 @@ def test_max_train_and_max_test():
 
 
 def test_threshold_binarization():
+    grey = load_dataset(dict(name="digits"))
     d = load_dataset(dict(name="digits", binarize="threshold"))
-    for x in (d.train_x, d.test_x):
-        assert set(x.unique().tolist()) == {0.0, 1.0}
+    for x, g in ((d.train_x, grey.train_x), (d.test_x, grey.test_x)):
+        assert set(x.unique().tolist()) == {0.0, 1.0} and torch.equal(x, (g > 0.5).float())
     assert d.binary
+    nonzero = load_dataset(dict(name="digits", binarize="threshold", threshold=0.0))  # the extensions study's own
+    assert torch.equal(nonzero.train_x, (grey.train_x > 0).float()) and nonzero.train_x.mean() > d.train_x.mean()
 
 
 def test_static_binarization_depends_only_on_seed():
