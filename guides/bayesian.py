@@ -72,13 +72,14 @@ class WeightPosterior(nn.Module):
 class BayesianVAEGuide(VAEGuide):
     """q(W) q(z|x): the weight posterior (global sites at scale B/N) and the amortized local guide."""
 
-    def __init__(self, encoder: nn.Module, family: nn.Module, weights: WeightPosterior, dataset_size: int):
+    def __init__(self, encoder: nn.Module, family: nn.Module, weights: WeightPosterior, dataset_size: int,
+                 kl_scale: float = 1.0):
         super().__init__(encoder, family)
-        self.weights, self.dataset_size = weights, dataset_size
+        self.weights, self.dataset_size, self.kl_scale = weights, dataset_size, kl_scale
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         pyro.module(self.name, self)
-        with poutine.scale(scale=x.shape[0] / self.dataset_size):
+        with poutine.scale(scale=self.kl_scale * x.shape[0] / self.dataset_size):
             self.weights()
         with pyro.plate("data", x.shape[0]):
             pyro.sample(LATENT, self.posterior(x, y))

@@ -65,9 +65,13 @@ class BayesianWeights:
                                                 "encoder start the run (MAP initialization)")] = "",
                  init_scale: Annotated[float, Param("> 0", "initial posterior sd of every weight")] = 0.01,
                  local_reparam: Annotated[bool, Param(doc="local reparameterization trick (estimators whose bound "
-                                                          "allows it: trace, meanfield)")] = True):
+                                                          "allows it: trace, meanfield)")] = True,
+                 kl_per_batch: Annotated[bool, Param(doc="count the weights' KL in full on every minibatch, N / "
+                                                         "batch_size times too often: wrong, the replications' "
+                                                         "suspected bug, for ablations")] = False):
         self.prior = WeightPrior(prior, prior_scale, prior_narrow, prior_mix)
-        self.init, self.init_scale, self.local_reparam = init, init_scale, local_reparam
+        self.init, self.init_scale = init, init_scale
+        self.local_reparam, self.kl_per_batch = local_reparam, kl_per_batch
 
     def decoder(self, network: Spec, in_dim: int, out_dim: int, image_shape: tuple[int, ...]) -> BayesianMLP:
         """The MLP decoder ``network`` describes with these weights, linked to the weight posterior the guide
@@ -79,13 +83,15 @@ class BayesianWeights:
 class BayesianVAEModel(PyroModule):
     """p(W) p(z) p(x | z, W): the VAE model with a Bayesian decoder (see the module docstring).
 
-    ``dataset_size`` is N, the number of training points, which scales the weight sites by B/N.
+    ``dataset_size`` is N, the number of training points, which scales the weight sites by B/N (times
+    ``kl_scale``, 1 but in the ``kl_per_batch`` ablation).
     """
 
-    def __init__(self, prior: nn.Module, decoder: BayesianMLP, likelihood: nn.Module, dataset_size: int):
+    def __init__(self, prior: nn.Module, decoder: BayesianMLP, likelihood: nn.Module, dataset_size: int,
+                 kl_scale: float = 1.0):
         super().__init__()
         self.prior, self.decoder, self.likelihood = prior, decoder, likelihood
-        self.dataset_size, self.link = dataset_size, decoder.link
+        self.dataset_size, self.kl_scale, self.link = dataset_size, kl_scale, decoder.link
 
     @property
     def latent_dim(self) -> int:
@@ -99,7 +105,7 @@ class BayesianVAEModel(PyroModule):
         return out | weight_posterior_summary(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        with poutine.scale(scale=x.shape[0] / self.dataset_size), Preset(self.link.means()):
+        with poutine.scale(scale=self.kl_scale * x.shape[0] / self.dataset_size), Preset(self.link.means()):
             self.decoder.draw()
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self.prior())

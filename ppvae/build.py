@@ -131,12 +131,13 @@ def _bayesian_pair(cfg: Config, data: Dataset, likelihood: nn.Module) -> Pair:
     weights = m.weights.create()
     decoder = weights.decoder(m.decoder, m.latent_dim, data.x_dim * likelihood.outputs_per_pixel, data.image_shape)
     n = data.num_train
+    kl_scale = n / cfg.train.batch_size if weights.kl_per_batch else 1.0  # the ablation: scale 1 on a full batch
     prior = m.prior.create(m.latent_dim)
-    model = BayesianVAEModel(prior, decoder, likelihood, n)
+    model = BayesianVAEModel(prior, decoder, likelihood, n, kl_scale)
     family = g.family.create(m.latent_dim)
     encoder = make_network(g.encoder, data.x_dim, family.outputs, data.image_shape)
     posterior = WeightPosterior(decoder.site_shapes(), weights.init_scale, decoder.link)
-    guide = BayesianVAEGuide(encoder, family, posterior, n)
+    guide = BayesianVAEGuide(encoder, family, posterior, n, kl_scale)
     _attach(prior, guide, data)
     if weights.init:
         init_from_run(Path(weights.init), model, guide)

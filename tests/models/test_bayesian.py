@@ -54,6 +54,18 @@ def test_weights_are_global_sites_scaled_by_batch_over_dataset_size():
         assert tr.nodes["z"]["scale"] == 1.0 and [f.name for f in tr.nodes["z"]["cond_indep_stack"]] == [DATA_PLATE]
 
 
+def test_the_per_batch_kl_ablation_counts_the_weights_kl_once_per_full_batch():
+    """model.weights.kl_per_batch: scale 1 on the weight sites of a batch of train.batch_size (N / B times the
+    right scale), so an epoch counts the KL N / B times; the local sites and the evaluation are untouched."""
+    cfg, data, model, guide = toy_pair("model.weights.kl_per_batch=true", "train.batch_size=15")
+    x = data.train_x[:15]
+    guide_tr = poutine.trace(guide).get_trace(x)
+    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x)
+    for tr in (guide_tr, model_tr):
+        assert tr.nodes["decoder.0.weight"]["scale"] == pytest.approx(1.0) and tr.nodes["z"]["scale"] == 1.0
+    assert model.dataset_size == guide.dataset_size == 60  # the reported KL per example stays per example
+
+
 @pytest.mark.parametrize("estimator, extra", [("meanfield", {}), ("trace", {}), ("iwae", {"k": 3})])
 def test_full_data_objective_equals_sum_of_minibatch_objectives_in_expectation(estimator, extra):
     """sum over the batches of an epoch of [sum_batch ELBO_n + (B/N)(log p(W) - log q(W))] has the
