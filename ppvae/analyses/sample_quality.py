@@ -30,7 +30,7 @@ import hashlib
 import importlib.util
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -232,11 +232,12 @@ def _update_inception(metric, images: torch.Tensor, image_shape: Sequence[int], 
 
 def sample_quality(model: Callable, guide: Callable, data: Dataset, n: int, sources: Sequence[str] = SOURCES,
                    mixture: dist.Distribution | None = None, components: int = DEFAULT_COMPONENTS,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, more: Mapping[str, dist.Distribution] | None = None) -> dict:
     """Frechet distances of n generated images per source to the first n test images.
 
     ``fd_SOURCE`` uses the suite's classifier features (not the Inception FID); for
-    ``aggregate`` the mixture is fit here unless given. ``fid_inception_SOURCE`` is added
+    ``aggregate`` the mixture is fit here unless given; ``more`` names further distributions of z
+    to decode samples of (``fd_NAME``), scored after the sources. ``fid_inception_SOURCE`` is added
     only where Inception weights are available locally.
     """
     n = min(n, data.test_x.shape[0])
@@ -251,17 +252,23 @@ def sample_quality(model: Callable, guide: Callable, data: Dataset, n: int, sour
     out: dict = {"fd_points": n, "fd_classifier_test_accuracy": acc,
                  "fid_inception": f"computed with {weights}" if weights else
                  "not computed: torch-fidelity and its InceptionV3 weights are not on this machine"}
-    for source in sources:
-        if source == "aggregate" and mixture is None:
-            mixture = fit_aggregate(posterior_means(guide, data.train_x, data.train_y), components, seed)
-        fake, _ = decode(model, draw_latents(source, n, model, real, mixture), real)
+
+    def score(name: str, z: torch.Tensor) -> None:
+        fake, _ = decode(model, z, real)
         fd.reset()
         fd.update(fake, real=False)
-        out[f"fd_{source}"] = _distance(fd)
+        out[f"fd_{name}"] = _distance(fd)
         if weights:
             fid.reset()
             _update_inception(fid, fake, data.image_shape, real=False)
-            out[f"fid_inception_{source}"] = _distance(fid)
+            out[f"fid_inception_{name}"] = _distance(fid)
+
+    for source in sources:
+        if source == "aggregate" and mixture is None:
+            mixture = fit_aggregate(posterior_means(guide, data.train_x, data.train_y), components, seed)
+        score(source, draw_latents(source, n, model, real, mixture))
+    for name, codes in (more or {}).items():
+        score(name, codes.sample((n,)))
     return out
 
 
@@ -283,16 +290,19 @@ class SampleQuality(Analysis):
         data, model, guide = ctx.data, ctx.model, ctx.guide
         pyro.set_rng_seed(ctx.seed + 2)
         mixture = ctx.aggregate_mixture(self.components)
-        out = sample_quality(model, guide, data, self.n, mixture=mixture, seed=ctx.seed)
+        out = sample_quality(model, guide, data, self.n, mixture=mixture, seed=ctx.seed,
+                             more={"aggregate_draws": ctx.aggregate_mixture(self.components, "draws")})
         out["aggregate_components"] = self.components
         out["kl_mixture_prior"], out["kl_mixture_prior_se"] = kl_to_prior(mixture, model, data.test_x)
         out |= elbo_surgery(model, guide, data.train_x, data.train_y)
-        report = tables.records([out], ["fd_prior", "fd_aggregate", "kl_mixture_prior", "kl_aggregate_prior",
-                                        "mutual_information", "kl_avg_posterior_prior", "fd_points",
+        report = tables.records([out], ["fd_prior", "fd_aggregate", "fd_aggregate_draws", "kl_mixture_prior",
+                                        "kl_aggregate_prior", "mutual_information", "kl_avg_posterior_prior", "fd_points",
                                         "fd_classifier_test_accuracy"]) + (
             "\nFrechet distances in the features of ppvae's classifier (not the Inception FID; "
-            f"{out['fid_inception']}). `kl_mixture_prior` is the KL of the sampler's mixture, fit to the "
-            "posterior means (their variances ignored, so collapsed units inflate it); `kl_aggregate_prior` "
+            f"{out['fid_inception']}). `fd_aggregate` samples the sampler's mixture, fit to the posterior means; "
+            "`fd_aggregate_draws` one fit to a draw of q(z|x) per training point. `kl_mixture_prior` is the KL "
+            "of the sampler's mixture (the means' variances ignored, so collapsed units inflate it); "
+            "`kl_aggregate_prior` "
             "is the aggregate posterior's own KL, from the split of the ELBO's average KL "
             "(`kl_avg_posterior_prior`) into it and the mutual information I_q(x; z), over "
             f"{out['surgery_points']} training points.\n")

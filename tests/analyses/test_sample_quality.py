@@ -83,10 +83,16 @@ def test_sample_quality_distances_equal_the_reference_on_the_same_features(monke
     g = torch.Generator().manual_seed(1)
     fakes = {"prior": torch.rand(200, 64, generator=g) ** 2, "aggregate": torch.rand(200, 64, generator=g)}
     monkeypatch.setattr(sample_quality, "feature_net", lambda data: (net, 0.5))
+    fakes["draws_mixture"] = torch.rand(200, 64, generator=g) ** 0.5
+
+    class Named:  # a distribution of z whose samples decode to the fake images of that name
+        def sample(self, shape):
+            return "draws_mixture"
+
     monkeypatch.setattr(sample_quality, "draw_latents", lambda source, n, model, real, mixture: source)
     monkeypatch.setattr(sample_quality, "decode", lambda model, source, real: (fakes[source], None))
     monkeypatch.setattr(sample_quality, "inception_weights", lambda: None)
-    out = sample_quality.sample_quality(None, None, data, 200, mixture=object())
+    out = sample_quality.sample_quality(None, None, data, 200, mixture=object(), more={"draws_mixture": Named()})
     real_features = sample_quality.features(net, data.test_x[:200])
     for source, fake in fakes.items():
         assert out[f"fd_{source}"] == pytest.approx(reference(real_features, sample_quality.features(net, fake)),
