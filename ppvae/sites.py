@@ -9,7 +9,7 @@ other module may import it, and it imports only Pyro and torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 import torch
@@ -97,23 +97,26 @@ def posterior_draws(guide: Callable, x: torch.Tensor, y: torch.Tensor | None, n:
 def posterior_means(guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None,
                     batch_size: int = 2000) -> torch.Tensor:
     """E_q[z|x_n] for every row of ``x``, in batches."""
-    return torch.cat([posterior_mean(guide, x[s], rows(y, s)) for s in _spans(x.shape[0], batch_size)])
+    return torch.cat([posterior_mean(guide, x[s], rows(y, s)) for s in spans(x.shape[0], batch_size)])
 
 
 @torch.no_grad()
 def posterior_codes(guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None,
                     batch_size: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
-    """E_q[z|x_n] and one draw z_n ~ q(z|x_n) for every row of ``x``, from one run of the guide per batch."""
+    """E_q[z|x_n] and one draw z_n ~ q(z|x_n) for every row of ``x``, from one run of the guide per batch (and,
+    for a family without a closed-form mean, the 64 draws that estimate it)."""
     means, draws = [], []
-    for s in _spans(x.shape[0], batch_size):
+    for s in spans(x.shape[0], batch_size):
         site = poutine.trace(guide).get_trace(x[s], rows(y, s)).nodes[LATENT]
         draws.append(site["value"])
         means.append(_site_mean(site, guide, x[s], rows(y, s)))
     return torch.cat(means), torch.cat(draws)
 
 
-def _spans(n: int, batch_size: int) -> list[slice]:
-    return [slice(i, i + batch_size) for i in range(0, n, batch_size)]
+def spans(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``size`` rows covering ``range(n)``."""
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
 
 
 @torch.no_grad()

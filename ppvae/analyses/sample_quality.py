@@ -47,19 +47,16 @@ from ppvae.data import Dataset
 from ppvae.data.files import cache_root
 from ppvae.errors import DataError
 from ppvae.evaluation.sampling import (
-    DEFAULT_COMPONENTS,
     SOURCES,
     decode,
     density_figure,
     density_panels,
     draw_latents,
     elbo_surgery,
-    fit_aggregate,
     kl_to_prior,
 )
 from ppvae.registry import Param
 from ppvae.rng import own_stream
-from ppvae.sites import posterior_means
 
 FEATURES = 64
 VERSION = 1  # bump when the classifier or its training changes: old cache entries are then ignored
@@ -230,15 +227,15 @@ def _update_inception(metric, images: torch.Tensor, image_shape: Sequence[int], 
         metric.update(u8[i:i + batch_size], real=real)
 
 
-def sample_quality(model: Callable, guide: Callable, data: Dataset, n: int, sources: Sequence[str] = SOURCES,
-                   mixture: dist.Distribution | None = None, components: int = DEFAULT_COMPONENTS,
-                   seed: int = 0, more: Mapping[str, dist.Distribution] | None = None) -> dict:
+def sample_quality(model: Callable, data: Dataset, n: int, sources: Sequence[str] = SOURCES,
+                   mixture: dist.Distribution | None = None, more: Mapping[str, dist.Distribution] | None = None,
+                   seed: int = 0) -> dict:
     """Frechet distances of n generated images per source to the first n test images.
 
-    ``fd_SOURCE`` uses the suite's classifier features (not the Inception FID); for
-    ``aggregate`` the mixture is fit here unless given; ``more`` names further distributions of z
-    to decode samples of (``fd_NAME``), scored after the sources. ``fid_inception_SOURCE`` is added
-    only where Inception weights are available locally.
+    ``fd_SOURCE`` uses the suite's classifier features (not the Inception FID); ``aggregate`` samples the
+    fitted ``mixture``. ``more`` names further distributions of z to decode samples of (``fd_NAME``), drawn
+    on a stream of their own (``seed``) so that adding one changes no other number. ``fid_inception_SOURCE``
+    is added only where Inception weights are available locally.
     """
     n = min(n, data.test_x.shape[0])
     real = data.test_x[:n]
@@ -264,18 +261,17 @@ def sample_quality(model: Callable, guide: Callable, data: Dataset, n: int, sour
             out[f"fid_inception_{name}"] = _distance(fid)
 
     for source in sources:
-        if source == "aggregate" and mixture is None:
-            mixture = fit_aggregate(posterior_means(guide, data.train_x, data.train_y), components, seed)
         score(source, draw_latents(source, n, model, real, mixture))
-    for name, codes in (more or {}).items():
-        score(name, codes.sample((n,)))
+    with own_stream(real.device, seed):
+        for name, latents in (more or {}).items():
+            score(name, latents.sample((n,)))
     return out
 
 
 @registry.register("analysis", "sample_quality", labels=True, images=True)
 class SampleQuality(Analysis):
-    """Frechet distances fd_prior / fd_aggregate in a classifier's features (not the Inception FID),
-    and KL(mixture || prior) of a Gaussian mixture fit to the aggregate posterior."""
+    """Frechet distances fd_prior / fd_aggregate / fd_aggregate_draws in a classifier's features (not the
+    Inception FID), and KL(mixture || prior) of a Gaussian mixture fit to the aggregate posterior."""
 
     title = "Sample quality"
 
@@ -290,14 +286,14 @@ class SampleQuality(Analysis):
         data, model, guide = ctx.data, ctx.model, ctx.guide
         pyro.set_rng_seed(ctx.seed + 2)
         mixture = ctx.aggregate_mixture(self.components)
-        out = sample_quality(model, guide, data, self.n, mixture=mixture, seed=ctx.seed,
+        out = sample_quality(model, data, self.n, mixture=mixture, seed=ctx.seed + 3,
                              more={"aggregate_draws": ctx.aggregate_mixture(self.components, "draws")})
         out["aggregate_components"] = self.components
         out["kl_mixture_prior"], out["kl_mixture_prior_se"] = kl_to_prior(mixture, model, data.test_x)
         out |= elbo_surgery(model, guide, data.train_x, data.train_y)
         report = tables.records([out], ["fd_prior", "fd_aggregate", "fd_aggregate_draws", "kl_mixture_prior",
-                                        "kl_aggregate_prior", "mutual_information", "kl_avg_posterior_prior", "fd_points",
-                                        "fd_classifier_test_accuracy"]) + (
+                                        "kl_aggregate_prior", "mutual_information", "kl_avg_posterior_prior",
+                                        "fd_points", "fd_classifier_test_accuracy"]) + (
             "\nFrechet distances in the features of ppvae's classifier (not the Inception FID; "
             f"{out['fid_inception']}). `fd_aggregate` samples the sampler's mixture, fit to the posterior means; "
             "`fd_aggregate_draws` one fit to a draw of q(z|x) per training point. `kl_mixture_prior` is the KL "

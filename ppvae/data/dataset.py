@@ -42,6 +42,11 @@ class Dataset:
         return self.train_x.shape[0] if self.stream is None else len(self.stream)
 
     @property
+    def binarization(self) -> str:
+        """How the pixels were made binary, as a run records it: "threshold > 0.5", "dynamic", "none", ..."""
+        return f"threshold > {self.threshold:g}" if self.binarize == "threshold" else self.binarize
+
+    @property
     def binary(self) -> bool:
         """True when every value the model will see is 0 or 1."""
         return self.binarize != "none" or bool(((self.train_x == 0) | (self.train_x == 1)).all())
@@ -83,7 +88,7 @@ class Dataset:
             if self.binarize == "dynamic":
                 x = torch.bernoulli(x)
             elif streamed_threshold:
-                x = binarized(x, "threshold", 0, self.threshold)
+                x = (x > self.threshold).to(x.dtype)
             yield x, y
 
 

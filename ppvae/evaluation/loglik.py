@@ -47,6 +47,7 @@ from ppvae.nn import eval_mode
 from ppvae.rng import own_stream
 from ppvae.sites import DATA_PLATE, LATENT, PARTICLE_PLATE, decode_mean, is_latent, posterior_draws, posterior_means
 from ppvae.sites import rows as _rows
+from ppvae.sites import spans as _spans
 
 ROW_BUDGET = 2**21  # log-weights per row block, held in float64 for the diagnostics: 16 MB
 TILE_SAMPLES = 32  # the guide's draws are seeded per tile of samples x points
@@ -56,11 +57,6 @@ ROUNDING_ULPS = 256  # log-weights this many float epsilons apart (relative) cou
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015): unit j is active if Cov_x E_q[z_j | x] > 0.01
 POINTWISE = "pointwise.npz"  # per test point: ll, elbo, recon, kl, khat, ess, z_mean
 LOG_WEIGHTS = "log_weights.npz"  # the N x k matrix as float16 offsets from each row's maximum
-
-
-def _spans(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
 
 
 def _align(n: int, tile: int, whole: int) -> int:

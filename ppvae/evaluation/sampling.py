@@ -101,6 +101,8 @@ def draw_latents(source: str, n: int, model: Callable, x_template: torch.Tensor,
     if source == "prior":
         return prior_draws(model, x_template, n, y)
     if source == "aggregate":
+        if mixture is None:
+            raise ValueError("source 'aggregate' samples a fitted mixture: pass fit_aggregate(codes)")
         return mixture.sample((n,))
     raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
 

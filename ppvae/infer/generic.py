@@ -102,9 +102,15 @@ def one_pass(model: Callable, guide: Callable, *args) -> tuple[poutine.Trace, po
     return guide_tr, model_tr
 
 
+def site_log_prob(site: dict, k: int, nesting: int) -> torch.Tensor:
+    """A sample site's log-density, masked and summed to ``[k, N]`` (local) or ``[k]`` (global)."""
+    return _reduce(site["fn"].log_prob(site["value"]), site, k, nesting)
+
+
 def from_traces(guide_tr: poutine.Trace, model_tr: poutine.Trace, x: torch.Tensor, k: int, nesting: int,
-                 beta: float, detach_guide_params: bool) -> LogWeights:
-    """The generic path: log-weights from a vectorized guide trace and the model replayed on it."""
+                beta: float, detach_guide_params: bool) -> LogWeights:
+    """The generic path: log-weights from a guide trace with k particles (:func:`traces`; or, for k = 1, a
+    trace without the particle plate, :func:`one_pass`) and the model replayed on it."""
     n = x.shape[0]
     obs = x.new_zeros(k, n)
     latent = x.new_zeros(k, n)
@@ -135,8 +141,8 @@ def from_traces(guide_tr: poutine.Trace, model_tr: poutine.Trace, x: torch.Tenso
         if local and not site["fn"].has_rsample:
             raise EstimatorError(
                 f"The guide samples {name!r} from {type(site['fn']).__name__}, which has no reparameterized "
-                "sampler; importance-weighted estimators here need reparameterized local latents. Use a "
-                "reparameterizable family or the 'trace' estimator (score-function gradients)."
+                "sampler; ppvae's importance-weighted and one-draw estimators need reparameterized local latents. "
+                "Use a reparameterizable family or the 'trace' estimator (score-function gradients)."
             )
         if local and detach_guide_params:
             add(site, -1.0, detach(site["fn"]))
@@ -151,9 +157,10 @@ def from_traces(guide_tr: poutine.Trace, model_tr: poutine.Trace, x: torch.Tenso
         )
     scale = scales[0]
     if any(s is not scale and not torch.equal(torch.as_tensor(s), torch.as_tensor(scale)) for s in scales):
-        raise EstimatorError("Local sites carry different scales; the IWAE bound needs one scale per data point.")
+        raise EstimatorError("Local sites carry different scales; importance weights (and the one-draw objectives "
+                             "dip_vae and wae_mmd) need one scale per data point.")
     return LogWeights(obs, latent, global_, scale, tuple(values))
 
 
 __all__ = ["LogWeights", "max_plate_nesting", "plate_nesting", "vectorize", "log_weights", "traces", "one_pass",
-           "from_traces"]
+           "site_log_prob", "from_traces"]

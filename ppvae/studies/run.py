@@ -232,9 +232,9 @@ def write_report(cfg: Config, run_dir: Path, metrics: dict, figs: list[Path], se
     """``report.md``: what was run, the summary metrics, notes, the analyses' sections and the figures."""
     m = cfg.model
     lines = [f"# {cfg.name or 'run'}", "", cfg.description, "",
-             f"Data `{cfg.data.name}` (binarize: {cfg.data.binarize}), likelihood `{m.likelihood.name}`, "
-             f"prior `{m.prior.name}`, guide `{cfg.guide.family.name}`, estimator `{cfg.estimator.name}`, "
-             f"latent size {m.latent_dim}, {cfg.train.epochs} epochs.", "",
+             f"Data `{cfg.data.name}` (binarize: {metrics.get('binarization', cfg.data.binarize)}), "
+             f"likelihood `{m.likelihood.name}`, prior `{m.prior.name}`, guide `{cfg.guide.family.name}`, "
+             f"estimator `{cfg.estimator.name}`, latent size {m.latent_dim}, {cfg.train.epochs} epochs.", "",
              tables.markdown(["metric", "value", "unit", "meaning"],
                              [[k, v, *describe(k)] for k, v in metrics.items() if not isinstance(v, (dict, list))],
                              number=".4f")]
@@ -368,7 +368,7 @@ def _evaluate(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra
             "seconds_per_epoch": sum(h["seconds"] for h in hist) / max(1, len(hist)),
             "estimator": cfg.estimator.name,
             "estimator_notes": trainer.estimator.notes,
-            "binarization": cfg.data.binarize,
+            "binarization": data.binarization,
             "device": str(trainer.device),
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__,
                          "ppvae": _version()},

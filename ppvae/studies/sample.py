@@ -52,7 +52,7 @@ def sample_run(run_dir: Path | str, source: str = "prior", n: int = 64, componen
                 data.image_shape, run_dir / f"uncertainty-{source}.png",
                 title=f"samples from the {source}: mean and per-pixel sigma")
         if quality:
-            out |= sample_quality(model, guide, data, quality, sources=(source,), mixture=mixture, seed=seed)
+            out |= sample_quality(model, data, quality, sources=(source,), mixture=mixture)
         runs.write_json(run_dir / f"samples-{source}.json", out)
         return out
 

@@ -92,7 +92,7 @@ def test_sample_quality_distances_equal_the_reference_on_the_same_features(monke
     monkeypatch.setattr(sample_quality, "draw_latents", lambda source, n, model, real, mixture: source)
     monkeypatch.setattr(sample_quality, "decode", lambda model, source, real: (fakes[source], None))
     monkeypatch.setattr(sample_quality, "inception_weights", lambda: None)
-    out = sample_quality.sample_quality(None, None, data, 200, mixture=object(), more={"draws_mixture": Named()})
+    out = sample_quality.sample_quality(None, data, 200, mixture=object(), more={"draws_mixture": Named()})
     real_features = sample_quality.features(net, data.test_x[:200])
     for source, fake in fakes.items():
         assert out[f"fd_{source}"] == pytest.approx(reference(real_features, sample_quality.features(net, fake)),

@@ -151,7 +151,7 @@ def test_standard_fid_is_added_only_where_torch_fidelity_and_its_weights_are_loc
             z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
             pyro.sample("x", dist.Normal(torch.sigmoid(z.sum(-1, keepdim=True)).expand(x.shape), 0.1).to_event(1), obs=x)
 
-    out = sample_quality.sample_quality(model, None, data, 200, sources=("prior",))
+    out = sample_quality.sample_quality(model, data, 200, sources=("prior",))
     assert seen == {"weights": str(weights), "features": ["64"], "antialias": False}
     assert out["fid_inception"].startswith("computed")
     assert out["fid_inception_prior"] > 0 and out["fd_prior"] > 0

@@ -126,3 +126,38 @@ def test_ppca_exactness_is_untouched_by_a_zero_penalty():
     model, p, x = problem()
     loss = make_estimator({"name": "dip_vae", "lambda_od": 0.0, "lambda_d": 0.0})(model, exact_guide(p), x).loss
     assert -loss.item() / len(x) == pytest.approx(ppca.exact_log_likelihood(x, p).mean().item(), abs=1e-10)
+
+
+def pixel_plate_pair(scale: float = 1.0):
+    """A pair with the data plate at dim -2 and a pixel plate at -1: z [N, 1, d], x [N, D] scored per pixel."""
+    dec, enc = nn.Linear(2, 3).double(), nn.Linear(3, 4).double()
+
+    def model(x, y=None):
+        with pyro.poutine.scale(scale=scale), pyro.plate("data", x.shape[0], dim=-2):
+            z = pyro.sample("z", pyro.distributions.Normal(torch.zeros(2).double(), 1.0).to_event(1))
+            with pyro.plate("pixels", x.shape[1], dim=-1):
+                pyro.sample("x", pyro.distributions.Normal(dec(z.squeeze(-2)), 0.5), obs=x)
+
+    def guide(x, y=None):
+        pyro.module("enc", enc)
+        loc, log_scale = enc(x).chunk(2, -1)
+        with pyro.poutine.scale(scale=scale), pyro.plate("data", x.shape[0], dim=-2):
+            pyro.sample("z", pyro.distributions.Normal(loc[:, None], log_scale.exp()[:, None]).to_event(1))
+
+    return model, guide
+
+
+def test_one_draw_reduces_every_site_to_one_term_per_point_and_refuses_a_scaled_pair():
+    """obs, log p(z) and log q(z|x) each [1, N] whatever plates the pair uses, so the one-draw ELBO is Pyro's."""
+    from ppvae.infer.estimators.base import one_draw
+
+    x = torch.randn(6, 3, dtype=torch.float64)
+    model, guide = pixel_plate_pair()
+    pyro.set_rng_seed(0)
+    d = one_draw(model, guide, x)
+    assert d.obs.shape == d.log_p.shape == d.log_q.shape == (1, 6)
+    pyro.set_rng_seed(0)
+    pyro_loss = pyro.infer.Trace_ELBO().differentiable_loss(model, guide, x)
+    assert (-(d.obs + d.log_p - d.log_q).sum()).item() == pytest.approx(pyro_loss.item(), rel=1e-12)
+    with pytest.raises(EstimatorError, match="unscaled batches"):
+        one_draw(*pixel_plate_pair(scale=10.0), x)

@@ -116,9 +116,15 @@ def one_draw(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor 
     if fast.direct_pair(model, guide, x, y):
         return fast.direct_pass(model, guide, x, y)
     guide_tr, model_tr = generic.one_pass(model, guide, x, y)
-    obs = generic.from_traces(guide_tr, model_tr, x, 1, generic.plate_nesting(guide_tr, model_tr), 1.0, False).obs
+    nesting = generic.plate_nesting(guide_tr, model_tr)
+    lw = generic.from_traces(guide_tr, model_tr, x, k=1, nesting=nesting, beta=1.0, detach_guide_params=False)
+    if not torch.equal(torch.as_tensor(lw.scale, dtype=torch.float64), torch.ones((), dtype=torch.float64)):
+        raise EstimatorError("The pair scales its data-point sites (poutine.scale or a subsampled data plate); the "
+                             "one-draw objectives (dip_vae, wae_mmd) score whole, unscaled batches: remove the scale "
+                             "or use 'trace' / 'meanfield' / 'iwae'.")
+    latent = lambda tr: generic.site_log_prob(tr.nodes[LATENT], 1, nesting)  # noqa: E731
     q, z, prior = guide_tr.nodes[LATENT]["fn"], guide_tr.nodes[LATENT]["value"], model_tr.nodes[LATENT]["fn"]
-    return fast.Direct(q, prior, z[None], obs, prior.log_prob(z)[None], q.log_prob(z)[None])
+    return fast.Direct(q, prior, z[None], lw.obs, latent(model_tr), latent(guide_tr))
 
 
 __all__ = ["Objective", "KLWeight", "Estimator", "PyroELBO", "PARTICLES", "check_one_local_latent", "one_draw"]
