@@ -18,7 +18,6 @@ def check(cfg: Any, data: Any = None) -> None:
     """Raise ConfigError (or DataError, for a rule the loaded ``data`` break) for parts that do not fit together."""
     m, g = cfg.model, cfg.guide
     bundled = not m.pair
-    _threshold(cfg)
     if bundled:
         _binary_data(cfg, data)
         _support(m.prior, g.family)
@@ -33,13 +32,6 @@ def check(cfg: Any, data: Any = None) -> None:
 def _known(trait: bool | None, loaded: bool | None) -> bool | None:
     """What the loaded data show, or before loading the data set's trait (None: it depends on the file)."""
     return trait if loaded is None else loaded
-
-
-def _threshold(cfg: Any) -> None:
-    level = getattr(cfg.data, "threshold", 0.5)
-    if cfg.data.binarize != "threshold" and level != 0.5:
-        raise ConfigError(f"data.threshold = {level} acts only with data.binarize = 'threshold', but this config "
-                          f"binarizes {cfg.data.binarize!r}: set data.binarize = 'threshold', or drop data.threshold.")
 
 
 def _binary_data(cfg: Any, data: Any) -> None:

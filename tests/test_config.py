@@ -48,8 +48,6 @@ def test_the_default_config_says_what_it_lacks():
     ({"train": {"seed": 2**32}}, "it must be in [0, 4294967295]"),
     ({"data": {"binarize": "dynamic", "test_fraction": 1.0}}, "data.test_fraction = 1.0 is invalid: it must be in (0, 1)"),
     ({"data": {"name": "npz"}}, "data.name = 'npz' needs data.path"),
-    ({"data": {"binarize": "dynamic", "threshold": 0.0}}, "data.threshold = 0.0 acts only with data.binarize = "
-                                                          "'threshold', but this config binarizes 'dynamic'"),
     ({"data": {"binarize": "threshold", "threshold": 1.0}}, "data.threshold = 1.0 is invalid: it must be in [0, 1)"),
     ({"guide": {"encoder": {"hidden": [8, 0]}}}, "guide.encoder.hidden[1] = 0 is invalid: it must be > 0"),
     ({"model": {"decoder": {"hidden": [8] * 5}}}, "model.decoder.hidden = [8, 8, 8, 8, 8] has 5 items; it takes 0 to 4"),

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {"ppvae": ROOT / "ppvae", "ppvae.models": ROOT / "models", "ppvae.guides": ROOT / "guides",
            "ppvae.experiments": ROOT / "experiments"}
 LAYERS = [
-    ["ppvae.errors", "ppvae.paths"],
+    ["ppvae.errors", "ppvae.paths", "ppvae.rng"],
     ["ppvae.registry", "ppvae.sites", "ppvae.tables", "ppvae.runs", "ppvae.distributions"],
     ["ppvae.plots"],
     ["ppvae.nn"],  # networks, shared by both sides of a pair
