@@ -88,7 +88,7 @@ class Dataset:
             if self.binarize == "dynamic":
                 x = torch.bernoulli(x)
             elif streamed_threshold:
-                x = (x > self.threshold).to(x.dtype)
+                x = thresholded(x, self.threshold)
             yield x, y
 
 
@@ -205,11 +205,16 @@ def checked_labels(y: np.ndarray | None, n: int, path: object, what: str) -> tup
 def binarized(x: torch.Tensor, how: str, seed: int, threshold: float = 0.5) -> torch.Tensor:
     """``x`` thresholded, or one seeded Bernoulli draw of it ("static", and a "dynamic" set's test images)."""
     if how == "threshold":
-        return (x > threshold).to(x.dtype)
+        return thresholded(x, threshold)
     if how in ("static", "dynamic"):
         g = torch.Generator().manual_seed(seed)
         return torch.bernoulli(x, generator=g)
     return x
 
 
-__all__ = ["Dataset", "DataSource", "Arrays", "checked_labels", "binarized"]
+def thresholded(x: torch.Tensor, level: float) -> torch.Tensor:
+    """1 where ``x`` is above ``level``, else 0."""
+    return (x > level).to(x.dtype)
+
+
+__all__ = ["Dataset", "DataSource", "Arrays", "checked_labels", "binarized", "thresholded"]

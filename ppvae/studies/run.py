@@ -232,7 +232,7 @@ def write_report(cfg: Config, run_dir: Path, metrics: dict, figs: list[Path], se
     """``report.md``: what was run, the summary metrics, notes, the analyses' sections and the figures."""
     m = cfg.model
     lines = [f"# {cfg.name or 'run'}", "", cfg.description, "",
-             f"Data `{cfg.data.name}` (binarize: {metrics.get('binarization', cfg.data.binarize)}), "
+             f"Data `{cfg.data.name}` (binarize: {metrics['binarization']}), "
              f"likelihood `{m.likelihood.name}`, prior `{m.prior.name}`, guide `{cfg.guide.family.name}`, "
              f"estimator `{cfg.estimator.name}`, latent size {m.latent_dim}, {cfg.train.epochs} epochs.", "",
              tables.markdown(["metric", "value", "unit", "meaning"],
