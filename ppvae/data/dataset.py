@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Annotated
@@ -116,6 +117,9 @@ class DataSource:
                  data_dir: Annotated[str, Param(doc="folder holding the raw files; default $PPVAE_DATA or "
                                                     "~/.cache/ppvae")] = "",
                  download: Annotated[bool, Param(doc="try to download missing files (needs network)")] = True):
+        if threshold != 0.5 and binarize != "threshold":  # warned, not refused: a study scale may override binarize
+            warnings.warn(f"data.threshold = {threshold:g} is ignored: it applies only with data.binarize = "
+                          f"'threshold' (this run's is {binarize!r})", stacklevel=2)
         self.binarize, self.threshold, self.test_fraction, self.seed = binarize, threshold, test_fraction, seed
         self.max_train, self.max_test, self.validation = max_train, max_test, validation
         self.data_dir, self.download = data_dir, download

@@ -68,6 +68,8 @@ def test_threshold_binarization():
     assert d.binary
     nonzero = load_dataset(dict(name="digits", binarize="threshold", threshold=0.0))  # the extensions study's own
     assert torch.equal(nonzero.train_x, (grey.train_x > 0).float()) and nonzero.train_x.mean() > d.train_x.mean()
+    with pytest.warns(UserWarning, match="data.threshold = 0 is ignored.*'dynamic'"):
+        load_dataset(dict(name="digits", binarize="dynamic", threshold=0.0))
 
 
 def test_static_binarization_depends_only_on_seed():

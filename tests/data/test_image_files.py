@@ -55,7 +55,8 @@ def test_image_folder_labels_from_sub_folders_or_none(tmp_path):
 @pytest.mark.parametrize("binarize", ["dynamic", "threshold"])
 def test_streamed_training_batches_equal_the_ones_held_in_memory(tmp_path, binarize):
     image_folder(tmp_path / "pets", per_class=20)
-    spec = {"name": "image_folder", "path": str(tmp_path / "pets"), "size": 8, "binarize": binarize, "threshold": 0.3}
+    spec = {"name": "image_folder", "path": str(tmp_path / "pets"), "size": 8, "binarize": binarize}
+    spec |= {"threshold": 0.3} if binarize == "threshold" else {}
     memory = load_dataset(spec | {"workers": 0})
     stream = load_dataset(spec | {"workers": 2, "stream": True, "memory_points": 5})
     assert stream.num_train == memory.num_train == 32 and stream.train_x.shape[0] == 5
