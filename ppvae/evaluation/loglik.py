@@ -205,10 +205,10 @@ def _row_blocks(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tens
                 on_samples: Callable[[int], None], rows: slice) -> Iterator[RowBlock]:
     seed = _default_seed() if seed is None else seed
     n = rows.stop - rows.start
+    _check_guide_is_a_function(guide, x[:CHECK_POINTS], _rows(y, slice(0, CHECK_POINTS)))
     nesting = max_plate_nesting(model, guide, x[:1], _rows(y, slice(0, 1)))
     points, k_chunk = plan_chunks(n, k, x[0].numel(), chunk_size, chunk_points)
     reuse_freed_memory()
-    _check_guide_is_a_function(guide, x[:CHECK_POINTS], _rows(y, slice(0, CHECK_POINTS)))
     direct = direct_pair(model, guide, x, y)
     tiles = TiledProposal(guide, x, y, k, nesting, seed, direct)
     for block in _spans(n, points):
@@ -237,15 +237,18 @@ def _row_blocks(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tens
 
 
 def _check_guide_is_a_function(guide: Callable, x: torch.Tensor, y: torch.Tensor | None) -> None:
-    """Refuse a guide whose q(z|x) changes from run to run (random input corruption, dropout).
+    """Refuse a guide whose q(z|x) changes from run to run (random input corruption, dropout) or with
+    the other points of its batch (batch norm in training mode).
 
-    Evaluation draws samples with one run of the guide and scores them with another (replay,
-    or the encoder of a row block); if the two runs disagree, samples of one q are weighted by
+    Evaluation draws samples with one run of the guide and scores them with another (replay, or the
+    encoder of a row block of another size); if the two runs disagree, samples of one q are weighted by
     another and the IWAE estimate is no longer a bound. Draws are made on a forked generator.
     """
+    half = x.shape[0] // 2 if x.shape[0] >= 4 else 0
     with own_stream(x.device):
         first = poutine.trace(guide).get_trace(x, y)
         again = poutine.trace(poutine.replay(guide, trace=first)).get_trace(x, y)
+        alone = _first_points_alone(guide, first, x, y, half) if half else {}
     for name, site in first.nodes.items():
         if is_latent(site):
             a, b = site["fn"].log_prob(site["value"]), again.nodes[name]["fn"].log_prob(site["value"])
@@ -255,6 +258,33 @@ def _check_guide_is_a_function(guide: Callable, x: torch.Tensor, y: torch.Tensor
                     f"{(a - b).abs().max().item():.3g}), e.g. from random input corruption or dropout. Evaluation "
                     "scores each draw by running the guide again, so it needs q to be a function of x in evaluation mode "
                     "(which the evaluator sets itself): make the guide's randomness depend on self.training.")
+    for name, (a, b) in alone.items():
+        if not torch.allclose(a, b, rtol=1e-4, atol=1e-3):
+            raise EstimatorError(
+                f"The guide's q({name} | x) of a point depends on the other points encoded with it (log q of the "
+                f"first {half} of {x.shape[0]} points moved by up to {(a - b).abs().max().item():.3g} when they were "
+                "encoded alone), e.g. from batch norm in training mode. Evaluation encodes blocks of any size, so q "
+                "must be a function of each point: the evaluator puts nn.Module pairs in eval mode itself, but not "
+                "networks that plain model / guide functions close over; call .eval() on those first.")
+
+
+def _first_points_alone(guide: Callable, trace: poutine.Trace, x: torch.Tensor, y: torch.Tensor | None,
+                        m: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """log q of the first ``m`` points' draws in ``trace`` (a run on all of x), and the same draws scored by
+    a run of the guide on those m points alone, per local latent site."""
+    narrowed, sites = poutine.Trace(), {}  # latent sites only: the plate's subsample site would fix its size
+    for name, site in trace.nodes.items():
+        if not is_latent(site):
+            continue
+        frame = next((f for f in site["cond_indep_stack"] if f.name == DATA_PLATE), None)
+        if frame is not None:
+            lp = site["fn"].log_prob(site["value"])
+            if lp.dim() >= -frame.dim and lp.shape[frame.dim] == x.shape[0]:
+                site = dict(site, value=site["value"].narrow(frame.dim - site["fn"].event_dim, 0, m))
+                sites[name] = lp.narrow(frame.dim, 0, m)
+        narrowed.add_node(name, **site)
+    alone = poutine.trace(poutine.replay(guide, trace=narrowed)).get_trace(x[:m], _rows(y, slice(0, m)))
+    return {name: (lp, alone.nodes[name]["fn"].log_prob(narrowed.nodes[name]["value"])) for name, lp in sites.items()}
 
 
 @torch.no_grad()

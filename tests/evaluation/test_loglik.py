@@ -215,3 +215,22 @@ def test_a_direct_call_on_a_batch_norm_pair_in_training_mode_is_safe():
     # float32 convolutions of 8 or 40 images round differently (1e-7 relative); batch statistics move it far more
     assert small == pytest.approx(large, rel=1e-6) and guide.training and model.training
     assert all(torch.equal(b, stats[n]) for n, b in guide.named_buffers())
+
+
+def test_a_batch_dependent_guide_the_evaluator_cannot_switch_is_refused():
+    """Plain model / guide functions closing over batch-norm networks in training mode: the evaluator cannot
+    put them in eval mode, so its guide check finds q(z|x) of a point moving with the points encoded beside it."""
+    from ppvae import config
+    from ppvae.build import build_pair
+    from ppvae.data import load_dataset
+    from ppvae.errors import EstimatorError
+
+    cfg = config.load("quickstart", ["model.decoder=cnn", "guide.encoder=cnn", "model.latent_dim=3"])
+    data = load_dataset(cfg.data)
+    model, guide = build_pair(cfg, data)
+    x = torch.bernoulli(data.test_x[:40], generator=torch.Generator().manual_seed(0))
+    with pytest.raises(EstimatorError, match="depends on the other points encoded with it"):
+        evaluate_detailed(lambda x, y=None: model(x, y), lambda x, y=None: guide(x, y), x, k=8, seed=3)
+    model.eval(), guide.eval()
+    assert np.isfinite(evaluate_detailed(lambda x, y=None: model(x, y), lambda x, y=None: guide(x, y), x, k=8,
+                                         seed=3).metrics["test_ll"])
