@@ -154,7 +154,7 @@ def load(run_dir: str | Path, trust: bool = False) -> Run:
     folder = Path(run_dir)
     with runs.owned_if_run_folder(folder):
         cfg, data, trainer, _ = experiment.load_run(folder, trust=trust)
-        experiment.evaluated_checkpoint(cfg, folder, trainer)
+        experiment.evaluated_checkpoint(cfg, folder, trainer, data)
     return Run(folder, cfg, data, trainer)
 
 

@@ -34,10 +34,15 @@ def is_local(site: dict) -> bool:
     return any(f.name == DATA_PLATE for f in site["cond_indep_stack"])
 
 
+def local_latents(trace: poutine.Trace) -> list[str]:
+    """The trace's latent sites inside the data plate (one value per data point)."""
+    return [n for n, site in trace.nodes.items() if is_latent(site) and is_local(site)]
+
+
 def upper_local_latents(trace: poutine.Trace) -> list[str]:
     """The trace's local latent sites besides ``z``: a second stochastic layer, under which p(z) is
     conditional (p(z | z_top)), not a prior."""
-    return [n for n, site in trace.nodes.items() if is_latent(site) and n != LATENT and is_local(site)]
+    return [n for n in local_latents(trace) if n != LATENT]
 
 
 def plate_shape() -> torch.Size:

@@ -33,6 +33,7 @@ from ppvae.infer.estimators import Estimator, make_estimator
 from ppvae.infer.estimators.iwae import biased_gradient
 from ppvae.plots import plt
 from ppvae.registry import Param
+from ppvae.sites import local_latents
 
 # (label, estimator name, IWAE gradient): k is num_particles for trace/meanfield, k for iwae
 SETTINGS = (
@@ -101,6 +102,7 @@ def study(model: Callable, guide: Callable, params: dict[str, torch.Tensor], x: 
           y: torch.Tensor | None, ks: list[int], repeats: int) -> list[dict]:
     """One row per (estimator, k): SNR and variance of the per-datapoint gradient, encoder and decoder."""
     parts = parameter_parts(guide, params, x, y)
+    layered = len(local_latents(poutine.trace(guide).get_trace(x, y))) > 1  # DReG's bias (see iwae.py)
     flat = parts["encoder"] + parts["decoder"]
     sizes = [sum(p.numel() for p in parts[part]) for part in PARTS]
     rows = []
@@ -108,7 +110,7 @@ def study(model: Callable, guide: Callable, params: dict[str, torch.Tensor], x: 
         for k in ks:
             est = estimator(name, gradient, k)
             mean, var = gradient_moments(lambda: est(model, guide, x, y).surrogate / x.shape[0], flat, repeats)
-            row: dict = {"estimator": label, "k": k, "biased": name == "iwae" and biased_gradient(gradient, k)}
+            row: dict = {"estimator": label, "k": k, "biased": name == "iwae" and biased_gradient(gradient, k, layered)}
             for part, m, v in zip(PARTS, mean.split(sizes), var.split(sizes)):
                 row[f"{part}_snr"], row[f"{part}_variance"] = summarize(m, v, repeats)
             rows.append(row)

@@ -35,20 +35,38 @@ def with_labels(h: torch.Tensor, y: torch.Tensor | None, num_classes: int) -> to
     return torch.cat([h, onehot.expand(h.shape[:-1] + (num_classes,))], dim=-1)
 
 
+def _modules(parts: tuple) -> list[nn.Module]:
+    return [m for p in parts if isinstance(p, nn.Module) for m in p.modules()]
+
+
 @contextlib.contextmanager
 def eval_mode(*parts: object) -> Iterator[None]:
-    """Put the nn.Module parts of a pair in eval mode (batch norm uses running statistics), then restore."""
-    modules = [p for p in parts if isinstance(p, nn.Module)]
-    was = [m.training for m in modules]
-    for m in modules:
-        m.eval()
+    """Put the nn.Module parts of a pair in eval mode (batch norm uses running statistics), then give each
+    submodule back its own mode (a part may hold a frozen, eval-mode piece inside a training one)."""
+    was = [(m, m.training) for m in _modules(parts)]  # parents before their children
+    for p in parts:
+        if isinstance(p, nn.Module):
+            p.eval()
     try:
         yield
     finally:
-        for m, mode in zip(modules, was):
+        for m, mode in was:
             m.train(mode)
+
+
+@contextlib.contextmanager
+def kept_buffers(*parts: object) -> Iterator[None]:
+    """Run with the nn.Module parts' buffers (batch norm's running statistics) restored afterwards: an
+    analysis that runs a pair in training mode must not leave it changed for the ones after it."""
+    saved = [(b, b.detach().clone()) for m in _modules(parts) for b in m.buffers(recurse=False)]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
 
 
 registry.discover(__name__)
 
-__all__ = ["make_network", "with_labels", "eval_mode"]
+__all__ = ["make_network", "with_labels", "eval_mode", "kept_buffers"]

@@ -41,7 +41,7 @@ from ppvae.evaluation.sampling import collapse_diagnostics
 from ppvae.infer import distributed
 from ppvae.infer.estimators import make_estimator
 from ppvae.infer.trainer import Trainer, interrupt_on_signals, resolve_device, seed_everything, stop_on_signals
-from ppvae.nn import eval_mode
+from ppvae.nn import eval_mode, kept_buffers
 
 log = logging.getLogger(__name__)
 
@@ -350,10 +350,9 @@ def _evaluate(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra
     that was trained).
     """
     model, guide = trainer.model, trainer.guide
-    checkpoint = evaluated_checkpoint(cfg, run_dir, trainer)
+    checkpoint = evaluated_checkpoint(cfg, run_dir, trainer, data)
     x, y = test_points(cfg, data)
     with eval_mode(model, guide):
-        trainer.before_evaluation(data)
         pyro.set_rng_seed(cfg.train.seed + 1)
         result = evaluate_detailed(model, guide, x, y, k=cfg.eval.k, chunk_size=cfg.eval.chunk_size,
                                    keep_log_weights=keeps_log_weights(cfg, x), max_hours=cfg.eval.max_hours,
@@ -382,7 +381,8 @@ def _evaluate(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra
         failed = f"The analysis eval.{name} failed (the trained run is saved: ppvae eval {run_dir} retries it)"
         with reported_as(failed, PPVAEError):
             if analysis.training_mode:
-                out = analysis.run(ctx)
+                with kept_buffers(model, guide):
+                    out = analysis.run(ctx)
             else:
                 with eval_mode(model, guide):
                     out = analysis.run(ctx)
@@ -403,15 +403,20 @@ def _evaluate(cfg: Config, run_dir: Path, data: Dataset, trainer: Trainer, extra
     return metrics
 
 
-def evaluated_checkpoint(cfg: Config, run_dir: Path, trainer: Trainer) -> dict:
+def evaluated_checkpoint(cfg: Config, run_dir: Path, trainer: Trainer, data: Dataset) -> dict:
     """Load the parameters evaluation uses (``eval.checkpoint``: the best validation bound's, when the
-    run has them, or the last) into ``trainer``; what ``metrics.json`` says of them."""
+    run has them, or the last) into ``trainer`` and prepare them as evaluation does (the pair's
+    ``before_evaluation`` hooks over the training set, e.g. a closed-form sigma fitted to all of it, not
+    to the last minibatch); what ``metrics.json`` says of them."""
+    said = {"evaluated_checkpoint": "last"}
     if cfg.eval.checkpoint == "best" and (run_dir / runs.BEST).is_file():
         trainer.load_weights(runs.load_checkpoint(run_dir / runs.BEST)["trainer"])
         v = trainer.validation
-        return {"evaluated_checkpoint": f"best (epoch {v.best_epoch})", "best_epoch": v.best_epoch,
+        said = {"evaluated_checkpoint": f"best (epoch {v.best_epoch})", "best_epoch": v.best_epoch,
                 "best_valid_bound": v.best, "stopped_early": v.stopped}
-    return {"evaluated_checkpoint": "last"}
+    with eval_mode(trainer.model, trainer.guide):
+        trainer.before_evaluation(data)
+    return said
 
 
 def test_points(cfg: Config, data: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -304,10 +304,9 @@ def _evaluate_rows(run_dir: str, overrides: list[str], rows: slice, seed: int, t
     evaluated checkpoint loaded and prepared as :func:`ppvae.studies.run.finish` prepares it."""
     _enter_worker(cwd, threads)
     cfg, data, trainer, _ = one_run.load_run(Path(run_dir), overrides, trust=True)
-    one_run.evaluated_checkpoint(cfg, Path(run_dir), trainer)
+    one_run.evaluated_checkpoint(cfg, Path(run_dir), trainer, data)
     x, y = one_run.test_points(cfg, data)
     with eval_mode(trainer.model, trainer.guide):
-        trainer.before_evaluation(data)
         return pointwise(trainer.model, trainer.guide, x, y, k=cfg.eval.k, seed=seed, rows=rows,
                          chunk_size=cfg.eval.chunk_size, keep_log_weights=one_run.keeps_log_weights(cfg, x),
                          max_hours=cfg.eval.max_hours)

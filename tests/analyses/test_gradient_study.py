@@ -1,6 +1,7 @@
 """The gradient-estimator study: its statistics, and the bundled experiment at smoke scale."""
 
 import csv
+import json
 
 import pytest
 import torch
@@ -70,3 +71,46 @@ def test_gradient_study_config_is_validated_and_listed(capsys):
         config.load("gradient_variance", ["eval.gradient_study.ks=[0, 5]"])
     assert main(["list"]) == 0
     assert "gradient_variance" in capsys.readouterr().out
+
+
+def test_dreg_with_two_stochastic_layers_is_marked_biased_and_warned(one_thread):
+    """Bauer & Mnih (2021): with a guide latent feeding another guide site DReG drops score terms at k > 1.
+    The config rules refuse the combination; the gradient study (which runs every estimator) marks it, and a
+    pair given to the estimator directly is warned before training."""
+    import warnings
+
+    import pyro
+
+    from ppvae.build import build_pair
+    from ppvae.data import load_dataset
+    from ppvae.infer.estimators import make_estimator
+
+    cfg = config.load("quickstart", ["model.latent_dim=4", "model.top_latent_dim=2", "model.top.hidden=[16]",
+                                     "data.max_train=100"])
+    data = load_dataset(cfg.data)
+    model, guide = build_pair(cfg, data)
+    x = data.train_x[:10]
+    make_estimator({"name": "iwae", "k": 2})(model, guide, x)  # materializes the parameters
+    params = dict(pyro.get_param_store().named_parameters())
+    rows = gradients.study(model, guide, params, x, None, [1, 3], repeats=2)
+    biased = {(r["estimator"], r["k"]) for r in rows if r["biased"]}
+    assert biased == {("iwae-stl", 3), ("iwae-dreg", 3)}
+    for k, warned in ((1, False), (3, True)):
+        est = make_estimator({"name": "iwae", "k": k, "gradient": "dreg"})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            est.check(model, guide, x)
+        assert any("2 local latent sites" in str(w.message) for w in caught) == warned
+        assert ("biased_gradient" in est.notes) == warned
+
+
+def test_the_study_leaves_batch_norm_statistics_to_the_analyses_after_it(tmp_path, one_thread):
+    """It runs the pair in training mode (the objective that was trained), which moves batch norm's running
+    statistics; an analysis after it must see the evaluated pair: here the same bound as the evaluation's."""
+    cfg = config.load("quickstart", ["model.decoder=cnn", "guide.encoder=cnn", "model.latent_dim=3",
+                                     "train.epochs=1", "data.max_train=200", "eval.k=5", "eval.num_test=50",
+                                     "eval.gradient_study={ks = [1], repeats = 3, batch = 20}",
+                                     "eval.extra_k={ks = [5]}"])
+    assert list(cfg.eval.analyses) == ["gradient_study", "extra_k"]
+    metrics = json.loads((experiment.run(cfg, out=tmp_path) / "metrics.json").read_text())
+    assert metrics["test_ll_k5"] == pytest.approx(metrics["test_ll"], rel=1e-6)

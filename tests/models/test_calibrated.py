@@ -6,6 +6,7 @@ import pytest
 import torch
 from ppvae.models.likelihoods.calibrated import GaussianPerPixel, optimal_sigma
 
+import ppvae
 from ppvae import runs
 from ppvae.config import load
 from ppvae.studies.run import load_run, prepare, run
@@ -70,6 +71,8 @@ def test_evaluation_uses_the_training_sets_optimal_sigma_not_the_last_batchs(tmp
     whole = optimal_sigma(recon, data.train_x, 1e-3).item()
     evaluated = runs.read_json(run_dir / runs.METRICS)["likelihood_sigma"]
     assert evaluated == pytest.approx(whole, rel=1e-5) and abs(last_batch.item() - whole) > 1e-4
+    # the Python API opens the pair evaluation scored, not the checkpoint's last-batch sigma
+    assert ppvae.load(run_dir).model.likelihood.sigma.item() == pytest.approx(whole, rel=1e-5)
 
 
 def test_per_pixel_sigma_never_falls_below_the_stage_one_sigma():

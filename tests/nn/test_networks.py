@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ppvae import config, registry
-from ppvae.nn import eval_mode, make_network
+from ppvae.nn import eval_mode, kept_buffers, make_network
 from ppvae.nn.mlp import MLP
 from ppvae.studies import run as experiment
 
@@ -30,6 +30,20 @@ def test_mlp_depth_and_eval_mode():
     with eval_mode(enc, lambda x: x):
         assert not enc.training
     assert enc.training
+    frozen = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    frozen[1].eval()  # a frozen piece inside a training part keeps its own mode
+    with eval_mode(frozen):
+        assert not any(m.training for m in frozen.modules())
+    assert frozen.training and frozen[0].training and not frozen[1].training
+
+
+def test_kept_buffers_restores_running_statistics():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with kept_buffers(net, lambda x: x):
+        net(torch.randn(10, 3) + 5)
+        assert not torch.equal(net[1].running_mean, before["1.running_mean"])
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
 
 
 def test_cnn_vae_trains_with_iwae(tmp_path):

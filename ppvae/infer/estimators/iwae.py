@@ -8,6 +8,7 @@ from typing import Annotated
 
 import pyro
 import torch
+from pyro import poutine
 
 from ppvae import registry
 from ppvae.errors import EstimatorError
@@ -15,15 +16,20 @@ from ppvae.infer.estimators.base import Estimator, Objective
 from ppvae.infer.generic import max_plate_nesting
 from ppvae.infer.importance import log_weights
 from ppvae.registry import Param
-
+from ppvae.sites import local_latents
 
 STL_BIAS = ("gradient = 'stl' with k > 1 is biased for the IWAE bound (Tucker et al. 2019: the score term it "
-            "drops does not vanish for k > 1); use gradient = 'dreg', unbiased and as low in variance.")
+            "drops does not vanish for k > 1); use gradient = 'dreg' (unbiased and as low in variance with one "
+            "stochastic layer) or 'standard'.")
+DREG_LAYERS_BIAS = ("gradient = 'dreg' with k > 1 is biased when one guide latent feeds another guide site (two "
+                    "stochastic layers: it drops the score terms of q(z2 | z); Bauer & Mnih 2021), and this guide has "
+                    "{n} local latent sites; use gradient = 'standard' unless they are independent given x.")
 
 
-def biased_gradient(gradient: str, k: int) -> bool:
-    """Whether an IWAE gradient estimator is biased at k samples: STL for k > 1."""
-    return gradient == "stl" and k > 1
+def biased_gradient(gradient: str, k: int, layered: bool = False) -> bool:
+    """Whether an IWAE gradient estimator is biased at k samples: STL for k > 1, and DReG for k > 1 when a
+    guide latent may feed another guide site (``layered``: the guide has several local latent sites)."""
+    return k > 1 and (gradient == "stl" or (gradient == "dreg" and layered))
 
 
 @registry.register("estimator", "iwae")
@@ -36,8 +42,9 @@ class IWAEEstimator(Estimator):
     q (guide parameters detached inside log q; Roeder et al. 2017); ``dreg`` additionally
     weights the encoder's path gradient by the squared normalized weights (Tucker et al.
     2018), implemented as a gradient hook on the reparameterized samples. DReG assumes
-    each guide latent is not an input to another guide site (one stochastic layer; the config
-    rules refuse it with two). STL is unbiased only at k = 1: for k > 1 the term it drops does
+    each guide latent is not an input to another guide site (one stochastic layer): the config
+    rules refuse it with two, and for a pair of one's own with several local latent sites the
+    check before training warns. STL is unbiased only at k = 1: for k > 1 the term it drops does
     not vanish (Tucker et al. 2019), so it warns and says so in ``metrics.json``.
     """
 
@@ -62,7 +69,8 @@ class IWAEEstimator(Estimator):
         return self._nesting[key]
 
     def check(self, model, guide, x, y=None) -> None:
-        """Refuse global latent sites (outside the data plate) drawn anew for each of the k samples.
+        """Refuse global latent sites (outside the data plate) drawn anew for each of the k samples, and
+        warn for DReG on a guide with several local latent sites (see the class docstring).
 
         With ``log p(theta) - log q(theta)`` outside the logsumexp, the objective is a lower bound
         on log p(x) only when the k samples of every data point share one draw of theta (as
@@ -71,8 +79,13 @@ class IWAEEstimator(Estimator):
         rng = pyro.util.get_rng_state()
         try:
             lw = log_weights(model, guide, x, y, k=2, nesting=self._nesting_of(model, guide, x, y))
+            guide_tr = poutine.trace(guide).get_trace(x, y)
         finally:
             pyro.util.set_rng_state(rng)
+        sites = len(local_latents(guide_tr))
+        if self.gradient == "dreg" and biased_gradient(self.gradient, self.k, layered=sites > 1):
+            self.notes["biased_gradient"] = DREG_LAYERS_BIAS.format(n=sites)
+            warnings.warn(f"iwae: {self.notes['biased_gradient']}", stacklevel=2)
         if not torch.equal(lw.global_[0], lw.global_[1]):
             raise EstimatorError(
                 "iwae: the guide draws its global latent sites (outside pyro.plate('data')) separately for "
