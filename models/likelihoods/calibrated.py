@@ -62,10 +62,10 @@ class GaussianOptimal(nn.Module):
     def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """sigma^2 = the mean squared error over every (decoder output, data) batch: the training set's optimum."""
         total, count = 0.0, 0
-        for out, x in batches:
-            total += float((x - self.mean(out)).pow(2).sum())
+        for out, x in batches:  # summed on the device in float64: one host sync at the end, not one per batch
+            total = total + (x - self.mean(out)).double().pow(2).sum()
             count += x.numel()
-        self.sigma.fill_(max(math.sqrt(total / count), self.floor))
+        self.sigma.fill_(max(math.sqrt(float(total) / count), self.floor))
 
 
 @registry.register("likelihood", "gaussian_perpixel", closed_form_update=True)
