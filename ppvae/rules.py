@@ -88,8 +88,9 @@ def _structure(cfg: Any, data: Any) -> None:
                               "'normal', guide.family = 'normal', MLP networks, point weights and conditional = false.")
         if cfg.estimator.params.get("gradient") == "dreg":
             raise ConfigError("estimator.gradient = 'dreg' is biased with two stochastic layers: z feeds the guide's "
-                              "q(z2 | z), and the doubly reparameterized estimator drops the score terms that brings "
-                              "(Bauer & Mnih 2021). Use gradient = 'standard' with model.top_latent_dim > 0.")
+                              "q(z2 | z), and at k > 1 the doubly reparameterized estimator drops the score terms that "
+                              "brings (Bauer & Mnih 2021; at k = 1 it is 'stl'). Use gradient = 'standard' with "
+                              "model.top_latent_dim > 0.")
     if m.weights.traits["bayesian"]:
         if m.conditional or m.top_latent_dim or m.decoder.name != "mlp":
             raise ConfigError("model.weights = 'bayesian' needs an MLP decoder, conditional = false and "
