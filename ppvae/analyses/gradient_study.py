@@ -33,6 +33,7 @@ from ppvae.infer.estimators import Estimator, make_estimator
 from ppvae.infer.estimators.iwae import biased_gradient
 from ppvae.plots import plt
 from ppvae.registry import Param
+from ppvae.rng import own_stream
 from ppvae.sites import local_latents
 
 # (label, estimator name, IWAE gradient): k is num_particles for trace/meanfield, k for iwae
@@ -102,7 +103,8 @@ def study(model: Callable, guide: Callable, params: dict[str, torch.Tensor], x: 
           y: torch.Tensor | None, ks: list[int], repeats: int) -> list[dict]:
     """One row per (estimator, k): SNR and variance of the per-datapoint gradient, encoder and decoder."""
     parts = parameter_parts(guide, params, x, y)
-    layered = len(local_latents(poutine.trace(guide).get_trace(x, y))) > 1  # DReG's bias (see iwae.py)
+    with own_stream(x.device):  # DReG's bias (see iwae.py); the study's own draws stay as they were
+        layered = len(local_latents(poutine.trace(guide).get_trace(x, y))) > 1
     flat = parts["encoder"] + parts["decoder"]
     sizes = [sum(p.numel() for p in parts[part]) for part in PARTS]
     rows = []

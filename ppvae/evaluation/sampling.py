@@ -171,8 +171,8 @@ def elbo_surgery(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Ten
     log_q = tr["fn"].log_prob(z)
     try:
         log_agg = aggregate_log_density(guide, x, z, y)
-    except torch.OutOfMemoryError:  # a RuntimeError too, but not "not applicable": the caller retries or says so
-        raise
+    except torch.cuda.OutOfMemoryError:  # a RuntimeError too, but not "not applicable": say so
+        return none | {"surgery_note": f"out of memory at {x.shape[0]} points: not measured"}
     except RuntimeError:  # a q whose density does not broadcast over other points' z (a conditioned flow)
         return none
     log_p = prior_log_prob(model, z, x, y)

@@ -19,17 +19,19 @@ from ppvae.evaluation.sampling import (
 )
 from ppvae.nn import eval_mode
 from ppvae.sites import posterior_means
-from ppvae.studies.run import load_run
+from ppvae.studies.run import evaluated_checkpoint, load_run
 
 
 def sample_run(run_dir: Path | str, source: str = "prior", n: int = 64, components: int = DEFAULT_COMPONENTS,
                seed: int = 0, quality: int = 0, trust: bool = False) -> dict:
-    """``ppvae sample``: decode n samples of a trained run from ``source`` into ``samples-SOURCE.png``
-    (plus an uncertainty map with a per-pixel sigma); for ``aggregate`` also KL(mixture || prior) and
-    the aggregate posterior's own KL with the mutual information (:func:`elbo_surgery`).
+    """``ppvae sample``: decode n samples of a trained run (the parameters its evaluation scored) from
+    ``source`` into ``samples-SOURCE.png`` (plus an uncertainty map with a per-pixel sigma); for ``aggregate``
+    also KL(mixture || prior) and the aggregate posterior's own KL with the mutual information
+    (:func:`elbo_surgery`).
     With ``quality`` > 0, the sample-quality distance of that many samples to as many test images."""
     run_dir = Path(run_dir)
     cfg, data, trainer, _ = load_run(run_dir, trust=trust)
+    evaluated_checkpoint(cfg, run_dir, trainer, data)  # the parameters (and fitted sigma) evaluation scored
     if cfg.model.conditional:
         raise ConfigError("ppvae sample draws unconditional samples; this run is a conditional VAE "
                           "(model.conditional).")

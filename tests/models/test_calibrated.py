@@ -9,6 +9,8 @@ from ppvae.models.likelihoods.calibrated import GaussianPerPixel, optimal_sigma
 import ppvae
 from ppvae import runs
 from ppvae.config import load
+from ppvae.evaluation.sampling import decode
+from ppvae.studies import sample
 from ppvae.studies.run import load_run, prepare, run
 
 TINY = ["data.binarize=none", "data.max_train=200", "data.max_test=50", "train.batch_size=50", "model.latent_dim=2",
@@ -59,7 +61,7 @@ def test_trainer_sets_sigma_to_the_batch_optimum_after_each_step():
     assert trainer.extra_metrics()["likelihood_sigma"] == pytest.approx(model.likelihood.sigma.item())
 
 
-def test_evaluation_uses_the_training_sets_optimal_sigma_not_the_last_batchs(tmp_path):
+def test_evaluation_uses_the_training_sets_optimal_sigma_not_the_last_batchs(tmp_path, monkeypatch):
     """200 training points in batches of 64: the last batch holds 8, and its sigma is not the set's."""
     cfg = load("quickstart", TINY + ["model.likelihood=gaussian_optimal", "guide.family=delta", "train.epochs=2",
                                      "train.batch_size=64"])
@@ -71,8 +73,13 @@ def test_evaluation_uses_the_training_sets_optimal_sigma_not_the_last_batchs(tmp
     whole = optimal_sigma(recon, data.train_x, 1e-3).item()
     evaluated = runs.read_json(run_dir / runs.METRICS)["likelihood_sigma"]
     assert evaluated == pytest.approx(whole, rel=1e-5) and abs(last_batch.item() - whole) > 1e-4
-    # the Python API opens the pair evaluation scored, not the checkpoint's last-batch sigma
+    # the Python API and ppvae sample open the pair evaluation scored, not the checkpoint's last-batch sigma
     assert ppvae.load(run_dir).model.likelihood.sigma.item() == pytest.approx(whole, rel=1e-5)
+    decoded_with = []
+    monkeypatch.setattr(sample, "decode", lambda model, *a: decoded_with.append(model.likelihood.sigma.item())
+                        or decode(model, *a))
+    sample.sample_run(run_dir, n=4)
+    assert decoded_with == [pytest.approx(whole, rel=1e-5)]
 
 
 def test_per_pixel_sigma_never_falls_below_the_stage_one_sigma():

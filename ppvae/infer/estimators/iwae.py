@@ -79,13 +79,13 @@ class IWAEEstimator(Estimator):
         rng = pyro.util.get_rng_state()
         try:
             lw = log_weights(model, guide, x, y, k=2, nesting=self._nesting_of(model, guide, x, y))
-            guide_tr = poutine.trace(guide).get_trace(x, y)
+            if self.gradient == "dreg" and self.k > 1:  # (a trace in training mode moves batch-norm statistics)
+                sites = len(local_latents(poutine.trace(guide).get_trace(x, y)))
+                if biased_gradient(self.gradient, self.k, layered=sites > 1):
+                    self.notes["biased_gradient"] = DREG_LAYERS_BIAS.format(n=sites)
+                    warnings.warn(f"iwae: {self.notes['biased_gradient']}", stacklevel=2)
         finally:
             pyro.util.set_rng_state(rng)
-        sites = len(local_latents(guide_tr))
-        if self.gradient == "dreg" and biased_gradient(self.gradient, self.k, layered=sites > 1):
-            self.notes["biased_gradient"] = DREG_LAYERS_BIAS.format(n=sites)
-            warnings.warn(f"iwae: {self.notes['biased_gradient']}", stacklevel=2)
         if not torch.equal(lw.global_[0], lw.global_[1]):
             raise EstimatorError(
                 "iwae: the guide draws its global latent sites (outside pyro.plate('data')) separately for "
