@@ -31,10 +31,10 @@ def sample_run(run_dir: Path | str, source: str = "prior", n: int = 64, componen
     With ``quality`` > 0, the sample-quality distance of that many samples to as many test images."""
     run_dir = Path(run_dir)
     cfg, data, trainer, _ = load_run(run_dir, trust=trust)
-    evaluated_checkpoint(cfg, run_dir, trainer, data)  # the parameters (and fitted sigma) evaluation scored
     if cfg.model.conditional:
         raise ConfigError("ppvae sample draws unconditional samples; this run is a conditional VAE "
                           "(model.conditional).")
+    evaluated_checkpoint(cfg, run_dir, trainer, data)  # the parameters (and fitted sigma) evaluation scored
     with eval_mode(trainer.model, trainer.guide):  # batch-norm running statistics, clean encoder inputs
         model, guide = trainer.model, trainer.guide
         pyro.set_rng_seed(seed)
