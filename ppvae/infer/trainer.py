@@ -51,7 +51,7 @@ from ppvae.infer.contract import check_pair
 from ppvae.infer.estimators import Estimator
 from ppvae.infer.importance import ELEMENT_BUDGET, iwae_bound, log_weights
 from ppvae.infer.settings import TrainSettings
-from ppvae.nn import eval_mode
+from ppvae.nn import eval_mode, kept_buffers
 from ppvae.rng import own_stream
 
 
@@ -326,8 +326,12 @@ class Trainer:
             elbo = test_elbo(self.model, self.guide, data)
             valid = best = None
             if data.valid_x is not None and self.epoch % self.cfg.validate_every == 0:
-                valid = validation_bound(self.model, self.guide, data, self.cfg.validation_k,
-                                         (self.cfg.seed, self.epoch))
+                # scored as evaluation scores these parameters (a closed-form sigma fitted to the whole
+                # training set, not the last minibatch's), then the training state is given back
+                with kept_buffers(self.model, self.guide), eval_mode(self.model, self.guide):
+                    self.before_evaluation(data)
+                    valid = validation_bound(self.model, self.guide, data, self.cfg.validation_k,
+                                             (self.cfg.seed, self.epoch))
                 best = self._observe(valid)
         finally:
             self.epoch_seconds += time.perf_counter() - start

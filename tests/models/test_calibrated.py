@@ -10,6 +10,7 @@ import ppvae
 from ppvae import runs
 from ppvae.config import load
 from ppvae.evaluation.sampling import decode
+from ppvae.infer.trainer import validation_bound
 from ppvae.studies import sample
 from ppvae.studies.run import load_run, prepare, run
 
@@ -80,6 +81,25 @@ def test_evaluation_uses_the_training_sets_optimal_sigma_not_the_last_batchs(tmp
                         or decode(model, *a))
     sample.sample_run(run_dir, n=4)
     assert decoded_with == [pytest.approx(whole, rel=1e-5)]
+
+
+def test_the_validation_bound_uses_the_training_sets_sigma_and_leaves_training_alone():
+    """The best checkpoint is chosen by the bound evaluation would give it: with the training set's
+    closed-form sigma, not the last (8-point) batch's; training goes on from the last batch's sigma."""
+    cfg = load("quickstart", TINY + ["model.likelihood=gaussian_optimal", "guide.family=delta",
+                                     "train.batch_size=64", "data.validation=40"])
+    data, trainer = prepare(cfg)
+    result = trainer.fit_epoch(data)
+    last_batch = trainer.model.likelihood.sigma.item()
+    seed = (cfg.train.seed, trainer.epoch)
+    with_last_batch = validation_bound(trainer.model, trainer.guide, data, cfg.train.validation_k, seed)
+    with torch.no_grad():  # a point-mass guide: the set's optimum is known exactly
+        recon = trainer.model.decoder(trainer.guide.posterior(data.train_x).mean)
+    whole = optimal_sigma(recon, data.train_x, 1e-3).item()
+    trainer.model.likelihood.sigma.fill_(whole)
+    with_whole = validation_bound(trainer.model, trainer.guide, data, cfg.train.validation_k, seed)
+    assert result.valid_bound == pytest.approx(with_whole, abs=1e-4)
+    assert abs(with_last_batch - with_whole) > 0.01 and abs(last_batch - whole) > 1e-4
 
 
 def test_per_pixel_sigma_never_falls_below_the_stage_one_sigma():
