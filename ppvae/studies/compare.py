@@ -1,7 +1,10 @@
 """``ppvae compare``: one table, ArviZ diagnostics and figures across run folders.
 
 Runs whose configs agree except for ``train.seed`` (and bookkeeping such as the run
-name or data folder) form one *configuration*, and its seeds are treated as chains.
+name or data folder) form one *configuration*, and its seeds are treated as chains. A
+setting that names another run folder (a study's ``{run:normal}``, one per seed) counts as
+that run's configuration. A configuration is named as the study that planned it named it,
+else by the config keys in which the configurations differ.
 Each chain's draws are bootstrap resamples of that run's test set (from the per-point
 results in ``pointwise.npz``), so for a final metric such as the test NLL
 
@@ -59,6 +62,7 @@ class Run:
     metrics: dict
     history: list[dict]
     pointwise: dict[str, np.ndarray]
+    study_label: str | None = None  # its configuration's name in the study that planned it
 
     @property
     def seed(self) -> int:
@@ -99,33 +103,58 @@ def load(path: Path, trust: bool = False) -> Run:
     with from_run_folder(path, trust):
         config = build(runs.read_json(path / runs.CONFIG)).to_dict()  # a 0.1 run folder reads as today's keys
     metrics = runs.read_json(path / runs.METRICS)
-    flat = flatten(config)
+    flat = {k: _run_reference(v) for k, v in flatten(config).items()}
     # what the shown evaluation used, not what config.json planned: runs evaluated differently never pool as seeds
     flat["eval.k"], flat["eval.num_test"] = metrics.get("eval_k", flat.get("eval.k")), metrics.get("eval_points")
-    return Run(path, flat, metrics, runs.read_jsonl(path / runs.EPOCHS), load_pointwise(path))
+    return Run(path, flat, metrics, runs.read_jsonl(path / runs.EPOCHS), load_pointwise(path), _study_label(path))
+
+
+SEED_IN_NAME = re.compile(r"[_,\s-]*seed[=_]\d+")
+
+
+def _run_reference(value):
+    """A value naming another run folder (``model.weights.init``: a study's ``{run:normal}``, one folder per
+    seed) stands for that run's configuration, so the seeds that start from it still pool as one."""
+    if isinstance(value, str) and value and (Path(value) / runs.CONFIG).is_file():
+        name = runs.read_json(Path(value) / runs.CONFIG).get("name") or Path(value).name
+        return f"run {SEED_IN_NAME.sub('', name)}"
+    return value
+
+
+def _study_label(path: Path) -> str | None:
+    """The configuration's name in the study that planned this run (its ``study.json``), if any."""
+    plan = path.parent / "study.json"
+    if not plan.is_file():
+        return None
+    return next((r.get("config") for r in runs.read_json(plan).get("runs", []) if r.get("folder") == path.name),
+                None)
 
 
 def configurations(all_runs: list[Run]) -> dict[str, list[Run]]:
-    """Runs grouped by config without the seed, labelled by the keys in which the groups differ."""
+    """Runs grouped by config without the seed. Each group is labelled by its name in the study that
+    planned it where every group has a distinct one, else by the keys in which the groups differ."""
     groups: dict[str, list[Run]] = {}
     for r in all_runs:
         key = json.dumps({k: v for k, v in r.config.items() if k not in NOT_CONFIG}, sort_keys=True, default=str)
         groups.setdefault(key, []).append(r)
-    firsts = [g[0].config for g in groups.values()]
+    members = list(groups.values())
+    named = [{r.study_label for r in g} for g in members]
+    if all(len(n) == 1 and None not in n for n in named) and len({n.pop() for n in named}) == len(members):
+        return {g[0].study_label: g for g in members}
+    firsts = [g[0].config for g in members]
     keys = sorted({k for c in firsts for k in c} - set(NOT_CONFIG))
     differing = [k for k in keys if len({json.dumps(c.get(k), default=str) for c in firsts}) > 1]
-    # where a part itself differs (model.prior.name), its parameters (model.prior.a) go without saying
-    differing = [k for k in differing if not any(f"{k[:i]}.name" in differing
-                                                 for i in range(len(k)) if k[i] == "." and not k.endswith(".name"))]
-    labels = {}
-    for key, members in groups.items():
-        c = members[0].config
-        if differing:
-            label = ", ".join(f"{k}={_plain(c.get(k))}" for k in differing)
-        else:
-            label = re.sub(r"[_,\s-]*seed=\d+", "", str(c.get("name") or members[0].path.name))
-        labels[label] = members
-    return labels
+    # where a part itself differs (model.prior.name), its parameters (model.prior.a) go without saying,
+    # unless two groups differ only in them
+    brief = [k for k in differing if not any(f"{k[:i]}.name" in differing
+                                             for i in range(len(k)) if k[i] == "." and not k.endswith(".name"))]
+    for shown in (brief, differing):
+        labels = [", ".join(f"{k}={_plain(c.get(k))}" for k in shown) for c in firsts]
+        if len(set(labels)) == len(members):
+            break
+    if not differing:
+        labels = [SEED_IN_NAME.sub("", str(firsts[0].get("name") or members[0][0].path.name))]
+    return dict(zip(labels, members))
 
 
 def _plain(value) -> str:

@@ -9,7 +9,7 @@ import pytest
 from ppvae import config
 from ppvae.cli import main
 from ppvae.studies import run as experiment
-from ppvae.studies.compare import RunFolderError, compare
+from ppvae.studies.compare import Run, RunFolderError, _run_reference, compare, configurations
 
 TINY = ["train.epochs=2", "eval.k=50", "data.max_train=300", "model.decoder.hidden=[64]",
         "guide.encoder.hidden=[64]"]
@@ -97,3 +97,38 @@ def test_a_run_evaluated_before_records_existed_keeps_its_evaluation_when_reeval
     assert main(["eval", str(old), "--k", "30"]) == 0
     kept = json.loads((old / "evaluations" / f"{experiment.evaluation_key(metrics)}.json").read_text())
     assert kept["test_ll"] == metrics["test_ll"] and kept["eval_k"] == 50
+
+
+def _run(path, seed, study_label=None, **config):
+    return Run(path, {"train.seed": seed, **config}, {}, [], {}, study_label)
+
+
+def test_configurations_keep_every_run_when_groups_differ_only_in_a_parts_parameters(tmp_path):
+    """bayesian vs bayesian started from a run: both 'model.weights.name=bayesian' once the part's
+    parameters are left out, so the labels must say more, not drop one group's seeds."""
+    a = [_run(tmp_path / f"a{s}", s, **{"model.weights.name": "bayesian", "model.weights.init": None})
+         for s in range(2)]
+    b = [_run(tmp_path / f"b{s}", s, **{"model.weights.name": "bayesian", "model.weights.init": "run normal"})
+         for s in range(2)]
+    c = [_run(tmp_path / "c0", 0, **{"model.weights.name": "point", "model.weights.init": None})]
+    groups = configurations(a + b + c)
+    assert sorted(len(g) for g in groups.values()) == [1, 2, 2]
+    assert len(groups) == 3 and any("init=run normal" in label for label in groups)
+
+
+def test_runs_started_from_each_seeds_own_run_pool_as_one_configuration(tmp_path):
+    for seed in (0, 1):
+        folder = tmp_path / f"study-normal__seed_{seed}"
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"name": f"study-normal, seed={seed}"}))
+    refs = {_run_reference(str(tmp_path / f"study-normal__seed_{seed}")) for seed in (0, 1)}
+    assert refs == {"run study-normal"}
+    assert _run_reference(str(tmp_path / "not-a-run")) == str(tmp_path / "not-a-run")
+
+
+def test_configurations_take_the_names_the_study_gave_them(tmp_path):
+    runs = [_run(tmp_path / f"{name}{s}", s, name, **{"model.prior.name": prior})
+            for name, prior in (("vamp", "vamp"), ("standard", "normal")) for s in range(2)]
+    assert {k: len(v) for k, v in configurations(runs).items()} == {"vamp": 2, "standard": 2}
+    runs[0].study_label = None  # one run from outside the study: the labels say the keys again
+    assert set(configurations(runs)) == {"model.prior.name=vamp", "model.prior.name=normal"}
