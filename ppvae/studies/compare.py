@@ -20,6 +20,7 @@ tables and figure links), ``forest_test_nll.png``, ``khat.png`` and ``training_c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -103,21 +104,29 @@ def load(path: Path, trust: bool = False) -> Run:
     with from_run_folder(path, trust):
         config = build(runs.read_json(path / runs.CONFIG)).to_dict()  # a 0.1 run folder reads as today's keys
     metrics = runs.read_json(path / runs.METRICS)
-    flat = {k: _run_reference(v) for k, v in flatten(config).items()}
+    flat = {k: _run_reference(v, path) for k, v in flatten(config).items()}
     # what the shown evaluation used, not what config.json planned: runs evaluated differently never pool as seeds
     flat["eval.k"], flat["eval.num_test"] = metrics.get("eval_k", flat.get("eval.k")), metrics.get("eval_points")
     return Run(path, flat, metrics, runs.read_jsonl(path / runs.EPOCHS), load_pointwise(path), _study_label(path))
 
 
-SEED_IN_NAME = re.compile(r"[_,\s-]*seed[=_]\d+")
+SEED_IN_NAME = re.compile(r"(, seed=|__seed_)\d+$")  # a seed run's name or folder name, as a study writes it
 
 
-def _run_reference(value):
+def _run_reference(value, path: Path):
     """A value naming another run folder (``model.weights.init``: a study's ``{run:normal}``, one folder per
-    seed) stands for that run's configuration, so the seeds that start from it still pool as one."""
-    if isinstance(value, str) and value and (Path(value) / runs.CONFIG).is_file():
-        name = runs.read_json(Path(value) / runs.CONFIG).get("name") or Path(value).name
-        return f"run {SEED_IN_NAME.sub('', name)}"
+    seed) stands for that run's configuration, so the seeds that start from it still pool as one: its name
+    without the seed and a digest of its config without the seed. The folder is looked for where the config
+    says, then beside ``path`` (a study folder copied or merged from elsewhere)."""
+    if not isinstance(value, str) or not value:
+        return value
+    for folder in (Path(value), path.parent / Path(value).name):
+        if (folder / runs.CONFIG).is_file():
+            config = runs.read_json(folder / runs.CONFIG)
+            name = SEED_IN_NAME.sub("", str(config.get("name") or folder.name))
+            kept = {k: v for k, v in flatten(config).items() if k not in NOT_CONFIG}
+            digest = hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:8]
+            return f"run {name} ({digest})"
     return value
 
 
@@ -139,7 +148,8 @@ def configurations(all_runs: list[Run]) -> dict[str, list[Run]]:
         groups.setdefault(key, []).append(r)
     members = list(groups.values())
     named = [{r.study_label for r in g} for g in members]
-    if all(len(n) == 1 and None not in n for n in named) and len({n.pop() for n in named}) == len(members):
+    every = set().union(*named)
+    if all(len(n) == 1 for n in named) and None not in every and len(every) == len(members):
         return {g[0].study_label: g for g in members}
     firsts = [g[0].config for g in members]
     keys = sorted({k for c in firsts for k in c} - set(NOT_CONFIG))
@@ -153,7 +163,9 @@ def configurations(all_runs: list[Run]) -> dict[str, list[Run]]:
         if len(set(labels)) == len(members):
             break
     if not differing:
-        labels = [SEED_IN_NAME.sub("", str(firsts[0].get("name") or members[0][0].path.name))]
+        labels = [SEED_IN_NAME.sub("", str(c.get("name") or g[0].path.name)) for c, g in zip(firsts, members)]
+    if len(set(labels)) < len(members):  # apart only in a value's type (1 against "1") or a key's absence
+        labels = [f"{label} [{g[0].path.name}]" for label, g in zip(labels, members)]
     return dict(zip(labels, members))
 
 

@@ -9,7 +9,7 @@ import pytest
 from ppvae import config
 from ppvae.cli import main
 from ppvae.studies import run as experiment
-from ppvae.studies.compare import Run, RunFolderError, _run_reference, compare, configurations
+from ppvae.studies.compare import SEED_IN_NAME, Run, RunFolderError, _run_reference, compare, configurations
 
 TINY = ["train.epochs=2", "eval.k=50", "data.max_train=300", "model.decoder.hidden=[64]",
         "guide.encoder.hidden=[64]"]
@@ -117,13 +117,25 @@ def test_configurations_keep_every_run_when_groups_differ_only_in_a_parts_parame
 
 
 def test_runs_started_from_each_seeds_own_run_pool_as_one_configuration(tmp_path):
-    for seed in (0, 1):
-        folder = tmp_path / f"study-normal__seed_{seed}"
-        folder.mkdir()
-        (folder / "config.json").write_text(json.dumps({"name": f"study-normal, seed={seed}"}))
-    refs = {_run_reference(str(tmp_path / f"study-normal__seed_{seed}")) for seed in (0, 1)}
-    assert refs == {"run study-normal"}
-    assert _run_reference(str(tmp_path / "not-a-run")) == str(tmp_path / "not-a-run")
+    def base(study, seed, epochs=15):
+        folder = tmp_path / study / f"{study}-normal__seed_{seed}"
+        folder.mkdir(parents=True)
+        config = {"name": f"{study}-normal, seed={seed}", "train": {"seed": seed, "epochs": epochs}}
+        (folder / "config.json").write_text(json.dumps(config))
+        return str(folder)
+
+    here = tmp_path / "s" / "s-map__seed_0"
+    refs = {_run_reference(base("s", seed), here) for seed in (0, 1)}
+    assert len(refs) == 1 and refs.pop().startswith("run s-normal (")
+    # a base run of another config (another study's 'normal', 30 epochs) is another reference
+    assert _run_reference(base("t", 0, epochs=30), here) != _run_reference(str(tmp_path / "s/s-normal__seed_0"), here)
+    # a study folder copied elsewhere: the base run is found beside the run that names it
+    moved = tmp_path / "moved"
+    (tmp_path / "s").rename(moved)
+    assert _run_reference(str(tmp_path / "s/s-normal__seed_1"), moved / "s-map__seed_1").startswith("run s-normal (")
+    assert _run_reference(str(tmp_path / "not-a-run"), here) == str(tmp_path / "not-a-run")
+    # only the seed a study appends leaves a name
+    assert SEED_IN_NAME.sub("", "s-reseed_3, data.seed=2, seed=1") == "s-reseed_3, data.seed=2"
 
 
 def test_configurations_take_the_names_the_study_gave_them(tmp_path):
@@ -132,3 +144,10 @@ def test_configurations_take_the_names_the_study_gave_them(tmp_path):
     assert {k: len(v) for k, v in configurations(runs).items()} == {"vamp": 2, "standard": 2}
     runs[0].study_label = None  # one run from outside the study: the labels say the keys again
     assert set(configurations(runs)) == {"model.prior.name=vamp", "model.prior.name=normal"}
+
+
+def test_configurations_never_share_a_label(tmp_path):
+    """Configs apart only in a value's type, or in a key one of them lacks, still get a row each."""
+    for a, b in (({"x": 1}, {"x": "1"}), ({"x": None}, {})):
+        groups = configurations([_run(tmp_path / "a", 0, **a), _run(tmp_path / "b", 0, **b)])
+        assert sorted(len(g) for g in groups.values()) == [1, 1], (a, b)
